@@ -1,0 +1,3 @@
+module github.com/meltemi-mesh/meltemi/e2e
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/meltemi-mesh/meltemi
+
+go 1.26
