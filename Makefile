@@ -1,0 +1,64 @@
+# Meltemi: `make test` is the one command CI runs (see .ci/run and README.md).
+
+SHELL := /bin/bash
+GO ?= go
+# One-time tools live outside the repository so clean clones reuse them.
+TOOLS_DIR ?= $(HOME)/.cache/meltemi/tools
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(TOOLS_DIR)/staticcheck-$(STATICCHECK_VERSION)
+FUZZTIME ?= 10m
+BENCHTIME ?= 1s
+# Both modules of the workspace: the product and the test-only e2e module.
+PKGS := ./... ./e2e/...
+
+.PHONY: all test lint unit interop bench fuzz generate check-generated tools clean
+
+all: test
+
+test: lint check-generated unit interop
+
+tools: $(STATICCHECK)
+
+$(STATICCHECK):
+	@mkdir -p $(TOOLS_DIR)
+	GOBIN=$(TOOLS_DIR)/bin $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mv $(TOOLS_DIR)/bin/staticcheck $@
+
+lint: $(STATICCHECK)
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(STATICCHECK) $(PKGS)
+
+# Unit tests of the product module, race detector on; fuzz seed corpora run as regression tests.
+unit:
+	$(GO) test -race -count=1 ./...
+
+# Interop with real third-party peers (apache/thrift Go, python3-thrift, dubbo-go).
+interop:
+	$(GO) test -count=1 -timeout 10m ./e2e/...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./codecs/...
+
+# Every fuzz target of the product module, FUZZTIME each (default 10m).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for target in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //'); do \
+	    echo "== $$pkg $$target ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+# Regenerates committed generated code (Thrift IDL bindings used by the interop tests).
+generate:
+	cd e2e/interop/thrift && ./generate.sh
+
+# Fails when committed generated code is stale.
+check-generated: generate
+	@if [ -n "$$(git status --porcelain -- e2e/interop/thrift/gen-go)" ]; then \
+	  echo "generated code is stale: run 'make generate' and commit"; git status --porcelain -- e2e/interop/thrift/gen-go; exit 1; fi
+
+clean:
+	$(GO) clean -testcache
