@@ -1,0 +1,617 @@
+package dubbo
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+
+	hessian2 "github.com/apache/dubbo-go-hessian2"
+
+	"github.com/meltemi-mesh/meltemi/codecs"
+	"github.com/meltemi-mesh/meltemi/codecs/dubbo/internal/hessian"
+)
+
+// MaxAttachments bounds the number of attachment entries a frame's attributes and mutations
+// handle. Real requests carry tens; the bound keeps a hostile map of millions of tiny entries
+// from costing far more memory than its bytes.
+const MaxAttachments = 1 << 16
+
+// inlineEntries is how many attachment entries fit in the frame itself, so that typical
+// requests (dubbo-go sends about half a dozen) need no allocation to be read.
+const inlineEntries = 12
+
+// Built-in attribute names of a request, in body order.
+var fieldNames = [...]string{"dubbo_version", "service", "version", "method", "param_types"}
+
+const (
+	fieldDubboVersion = iota
+	fieldService
+	fieldVersion
+	fieldMethod
+	fieldParamTypes
+)
+
+// Value kinds of an attachment entry.
+const (
+	valString = iota + 1 // a string: a header
+	valNull              // hessian null
+	valScalar            // number, date, boolean, binary: replaceable, not a header
+	valRefs              // list, map, object, class definition: may anchor references
+)
+
+// entry is one key/value pair of an attachments map. Offsets are into the body: the key,
+// the value, and the end of the value. An entry decoded by the full-decode fallback has no
+// offsets (start is -1).
+type entry struct {
+	key, value        string
+	start, valAt, end int32
+	keyIsString       bool
+	kind              uint8
+}
+
+// Where the attachments are, relative to the rest of the body.
+const (
+	attAbsent   = iota + 1 // the body ends (or the response type has none): insert at `at`
+	attNull                // a hessian null at `at`
+	attMap                 // a map at `at`, entries from entriesAt, ending at end
+	attResolved            // a reference resolved by a full decode: read-only
+)
+
+type attachments struct {
+	parsed bool
+	err    error
+	state  uint8
+	// Body offsets: where the map (or null) starts or would be inserted, its first entry,
+	// and just past it.
+	at, entriesAt, end int
+	ents               []entry
+	inline             [inlineEntries]entry
+}
+
+type mutation struct {
+	name, value string
+	del         bool
+}
+
+// frame is one decoded Dubbo frame. It owns b, which is never modified after Decode except
+// the request id (b[4:12]): strings handed out by Attribute may point into it.
+type frame struct {
+	b        []byte
+	maxFrame int
+	kind     codecs.Kind
+	hessian  bool
+	// respType is the response type of a status-20 hessian2 response, -1 for other frames;
+	// typeEnd is the body offset just past it.
+	respType int8
+	typeEnd  int
+
+	headParsed bool
+	headErr    error
+	fields     [len(fieldNames)]string
+	argsAt     int // body offset of the first argument
+
+	att  attachments
+	muts []mutation
+}
+
+func (f *frame) body() []byte { return f.b[HeaderLen:] }
+
+func (f *frame) status() Status { return Status(f.b[3]) }
+
+// classify sets the kind from the header and, for status-20 hessian2 responses, the response
+// type.
+func (f *frame) classify() error {
+	flags := f.b[2]
+	f.hessian = flags&serialMask == SerializationHessian2
+	switch {
+	case flags&flagReq != 0 && flags&flagEvent != 0:
+		f.kind = codecs.KindHeartbeatRequest
+	case flags&flagReq != 0 && flags&flagTwoWay != 0:
+		f.kind = codecs.KindRequest
+	case flags&flagReq != 0:
+		f.kind = codecs.KindOneway
+	case flags&flagEvent != 0:
+		f.kind = codecs.KindHeartbeatResponse
+	case f.status() != StatusOK:
+		f.kind = codecs.KindErrorResponse
+	case !f.hessian:
+		f.kind = codecs.KindResponse
+	default:
+		t, end, err := hessian.ReadInt(f.body(), 0)
+		if err != nil {
+			return malformed("response type: %v", err)
+		}
+		switch t {
+		case respException, respExceptionAtt:
+			f.kind = codecs.KindErrorResponse
+		case respValue, respNull, respValueAtt, respNullAtt:
+			f.kind = codecs.KindResponse
+		default:
+			return malformed("unknown response type %d", t)
+		}
+		f.respType, f.typeEnd = int8(t), end
+	}
+	return nil
+}
+
+func (f *frame) Kind() codecs.Kind { return f.kind }
+
+func (f *frame) RequestID() uint64 { return binary.BigEndian.Uint64(f.b[4:12]) }
+
+// SetRequestID rewrites the id in place; Dubbo ids are 64 bits, so every id fits.
+func (f *frame) SetRequestID(id uint64) error {
+	binary.BigEndian.PutUint64(f.b[4:12], id)
+	return nil
+}
+
+func (f *frame) Size() int { return len(f.b) }
+
+func (f *frame) isRequest() bool { return f.kind == codecs.KindRequest || f.kind == codecs.KindOneway }
+
+// parseHead reads the five strings that open a request body.
+func (f *frame) parseHead() error {
+	if f.headParsed {
+		return f.headErr
+	}
+	f.headParsed = true
+	body := f.body()
+	off := 0
+	for i := range f.fields {
+		// A null reads as "": some clients send the service version that way.
+		s, end, _, err := hessian.ReadString(body, off)
+		if err != nil {
+			f.headErr = malformed("request %s: %v", fieldNames[i], err)
+			return f.headErr
+		}
+		f.fields[i], off = s, end
+	}
+	f.argsAt = off
+	return nil
+}
+
+// paramCount counts the parameters of a JVM method descriptor list such as
+// "Ljava/lang/String;I[J". It reports false when desc is not strictly such a list.
+func paramCount(desc string) (int, bool) {
+	n := 0
+	for i := 0; i < len(desc); n++ {
+		for i < len(desc) && desc[i] == '[' {
+			i++
+		}
+		if i == len(desc) {
+			return 0, false
+		}
+		switch desc[i] {
+		case 'V', 'Z', 'B', 'C', 'D', 'F', 'I', 'J', 'S':
+			i++
+		case 'L':
+			// L ident ('/' ident)* ';' where ident is [_$a-zA-Z][_$a-zA-Z0-9]*.
+			i++
+			for {
+				if i == len(desc) || !identStart(desc[i]) {
+					return 0, false
+				}
+				for i < len(desc) && (identStart(desc[i]) || desc[i] >= '0' && desc[i] <= '9') {
+					i++
+				}
+				if i == len(desc) {
+					return 0, false
+				}
+				if desc[i] == ';' {
+					i++
+					break
+				}
+				if desc[i] != '/' {
+					return 0, false
+				}
+				i++
+			}
+		default:
+			return 0, false
+		}
+	}
+	return n, true
+}
+
+func identStart(c byte) bool {
+	return c == '_' || c == '$' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
+// argCount is the number of argument values in front of the attachments.
+func (f *frame) argCount() int {
+	if n, ok := paramCount(f.fields[fieldParamTypes]); ok {
+		return n
+	}
+	// Not a strict descriptor list. Providers do not reject it: dubbo-go counts the matches
+	// of this very pattern, and Java's ReflectUtils runs a find() loop over the same one. So
+	// count the same way, to route on the attachments the provider will read.
+	return len(hessian2.DescRegex.FindAllStringIndex(f.fields[fieldParamTypes], -1))
+}
+
+// parseAttachments locates and reads the attachments map of a request or of a status-20
+// response, once.
+func (f *frame) parseAttachments() {
+	a := &f.att
+	if a.parsed {
+		return
+	}
+	a.parsed = true
+	a.ents = a.inline[:0]
+	body := f.body()
+	var r hessian.Reader
+	r.Reset(body)
+	var off, before int // where the attachments are, how many values precede them
+	var err error
+	switch {
+	case f.isRequest():
+		if err = f.parseHead(); err != nil {
+			a.err = err
+			return
+		}
+		n := f.argCount()
+		off, before = f.argsAt, len(f.fields)+n
+		for i := 0; i < n && err == nil; i++ {
+			off, err = r.Skip(off)
+		}
+		if err != nil {
+			a.err = malformed("request arguments: %v", err)
+			return
+		}
+	case f.respType >= 0:
+		off, before = f.typeEnd, 1
+		if f.respType != respNull && f.respType != respNullAtt {
+			if off, err = r.Skip(off); err != nil {
+				a.err = malformed("response value: %v", err)
+				return
+			}
+			before++
+		}
+		if f.respType < respExceptionAtt {
+			a.state, a.at, a.end = attAbsent, off, off
+			return
+		}
+	default:
+		a.err = fmt.Errorf("dubbo: %v frame has no attachments", f.kind)
+		return
+	}
+	if err := f.parseMap(&r, off, before); err != nil {
+		a.err = err
+		a.ents = a.inline[:0]
+	}
+}
+
+// parseMap reads the attachments at body offset off, preceded by `before` values.
+func (f *frame) parseMap(r *hessian.Reader, off, before int) error {
+	a := &f.att
+	body := f.body()
+	if off == len(body) {
+		// Nothing after the arguments: a client that sends no attachments at all.
+		a.state, a.at, a.end = attAbsent, off, off
+		return nil
+	}
+	off, err := r.SkipClassDefs(off)
+	if err != nil {
+		return malformed("attachments: %v", err)
+	}
+	if off >= len(body) {
+		return malformed("attachments: class definitions and no value")
+	}
+	switch body[off] {
+	case hessian.TagNull:
+		a.state, a.at, a.end = attNull, off, off+1
+		return nil
+	case hessian.TagRef:
+		end, err := r.Skip(off)
+		if err != nil {
+			return malformed("attachments: %v", err)
+		}
+		return f.resolveAttachments(body[:end], before)
+	}
+	p, err := hessian.MapStart(body, off)
+	if err != nil {
+		return malformed("attachments: %v", err)
+	}
+	a.state, a.at, a.entriesAt = attMap, off, p
+	for {
+		if p >= len(body) {
+			return malformed("attachments: map not closed")
+		}
+		if body[p] == hessian.TagEnd {
+			a.end = p + 1
+			return nil
+		}
+		if len(a.ents) == MaxAttachments {
+			return malformed("more than %d attachments", MaxAttachments)
+		}
+		e := entry{start: int32(p)}
+		if hessian.IsStringTag(body[p]) {
+			e.key, p, _, err = hessian.ReadString(body, p)
+			e.keyIsString = true
+		} else {
+			p, err = r.Skip(p)
+		}
+		if err != nil {
+			return malformed("attachment key: %v", err)
+		}
+		if p >= len(body) {
+			return malformed("attachment without a value")
+		}
+		e.valAt = int32(p)
+		switch tag := body[p]; {
+		case hessian.IsStringTag(tag):
+			e.kind = valString
+			e.value, p, _, err = hessian.ReadString(body, p)
+		case tag == hessian.TagNull:
+			e.kind = valNull
+			p++
+		default:
+			e.kind = valScalar
+			if hessian.DefinesRefs(tag) {
+				e.kind = valRefs
+			}
+			p, err = r.Skip(p)
+		}
+		if err != nil {
+			return malformed("attachment %q: %v", e.key, err)
+		}
+		e.end = int32(p)
+		a.ents = append(a.ents, e)
+	}
+}
+
+// resolveAttachments handles attachments sent as a reference to a map written earlier in the
+// body (legal hessian2: a Java client whose attachments map is also an argument writes it
+// that way). Only a decoder that keeps every earlier value can resolve it, so this is the
+// one case where the body is decoded fully, with dubbo-go-hessian2. The skipper has already
+// validated every byte of prefix, which bounds what that decoder allocates (it trusts the
+// lengths it reads and can be made to allocate or loop without end on hostile input); a
+// panic in it is recovered. The resolved entries are read-only and in key order.
+func (f *frame) resolveAttachments(prefix []byte, before int) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = malformed("attachments: full decode failed: %v", p)
+		}
+	}()
+	d := hessian2.NewDecoder(prefix)
+	for i := 0; i < before; i++ {
+		if _, err := d.Decode(); err != nil {
+			return malformed("attachments: full decode of value %d: %v", i, err)
+		}
+	}
+	v, err := d.Decode()
+	if err != nil {
+		return malformed("attachments: full decode: %v", err)
+	}
+	m, ok := v.(map[any]any)
+	if !ok {
+		return malformed("attachments: reference to a %T, not a map", v)
+	}
+	if len(m) > MaxAttachments {
+		return malformed("more than %d attachments", MaxAttachments)
+	}
+	a := &f.att
+	for k, v := range m {
+		ks, ok1 := k.(string)
+		vs, ok2 := v.(string)
+		if ok1 && ok2 {
+			a.ents = append(a.ents, entry{key: ks, value: vs, keyIsString: true, kind: valString, start: -1})
+		}
+	}
+	sort.Slice(a.ents, func(i, j int) bool { return a.ents[i].key < a.ents[j].key })
+	a.state = attResolved
+	return nil
+}
+
+// hasAttributes reports whether the frame can have attributes at all.
+func (f *frame) hasAttributes() bool {
+	return f.hessian && (f.isRequest() || f.respType >= 0)
+}
+
+func (f *frame) Attribute(name string) (string, bool) {
+	if !f.hasAttributes() {
+		return "", false
+	}
+	if f.isRequest() {
+		i := -1
+		switch name {
+		case "service", "interface":
+			i = fieldService
+		case "method":
+			i = fieldMethod
+		case "version":
+			i = fieldVersion
+		case "param_types":
+			i = fieldParamTypes
+		case "dubbo_version":
+			i = fieldDubboVersion
+		}
+		if i >= 0 {
+			if f.parseHead() != nil {
+				return "", false
+			}
+			return f.fields[i], true
+		}
+	}
+	f.parseAttachments()
+	ents := f.att.ents
+	for i := len(ents) - 1; i >= 0; i-- {
+		if e := &ents[i]; e.keyIsString && e.key == name {
+			return e.value, e.kind == valString
+		}
+	}
+	return "", false
+}
+
+func (f *frame) RangeHeaders(fn func(name, value string) bool) {
+	if !f.hasAttributes() {
+		return
+	}
+	f.parseAttachments()
+	ents := f.att.ents
+	// A key that appears again later is superseded: only its last occurrence counts.
+	var last map[string]int
+	if len(ents) > 32 {
+		last = make(map[string]int, len(ents))
+		for i := range ents {
+			if ents[i].keyIsString {
+				last[ents[i].key] = i
+			}
+		}
+	}
+	for i := range ents {
+		e := &ents[i]
+		if !e.keyIsString || e.kind != valString {
+			continue
+		}
+		superseded := false
+		if last != nil {
+			superseded = last[e.key] != i
+		} else {
+			for j := i + 1; j < len(ents) && !superseded; j++ {
+				superseded = ents[j].keyIsString && ents[j].key == e.key
+			}
+		}
+		if !superseded && !fn(e.key, e.value) {
+			return
+		}
+	}
+}
+
+func (f *frame) checkHeaders() error {
+	if f.hasAttributes() {
+		return nil
+	}
+	switch {
+	case !f.hessian:
+		return fmt.Errorf("dubbo: %v with serialization %d: %w", f.kind, f.b[2]&serialMask, codecs.ErrHeadersUnsupported)
+	case f.kind.IsResponse():
+		return fmt.Errorf("dubbo: response with status %d (its body is an error message): %w", f.status(), codecs.ErrHeadersUnsupported)
+	}
+	return fmt.Errorf("dubbo: %v: %w", f.kind, codecs.ErrHeadersUnsupported)
+}
+
+func (f *frame) record(name, value string, del bool) error {
+	if err := f.checkHeaders(); err != nil {
+		return err
+	}
+	for i := range f.muts {
+		if f.muts[i].name == name {
+			f.muts[i] = mutation{name: name, value: value, del: del}
+			return nil
+		}
+	}
+	f.muts = append(f.muts, mutation{name: name, value: value, del: del})
+	return nil
+}
+
+func (f *frame) SetHeader(name, value string) error { return f.record(name, value, false) }
+
+func (f *frame) DelHeader(name string) error { return f.record(name, "", true) }
+
+func (f *frame) AppendTo(dst []byte) ([]byte, error) {
+	if len(f.muts) == 0 {
+		return append(dst, f.b...), nil
+	}
+	return f.appendMutated(dst)
+}
+
+// mutationFor returns the mutation that applies to e, if any.
+func (f *frame) mutationFor(e *entry) *mutation {
+	if !e.keyIsString {
+		return nil
+	}
+	for i := range f.muts {
+		if f.muts[i].name == e.key {
+			return &f.muts[i]
+		}
+	}
+	return nil
+}
+
+// errNotReplaceable is wrapped when a mutation names an attachment that anchors references.
+var errNotReplaceable = errors.New("attachment value may be a hessian2 reference target")
+
+func (f *frame) appendMutated(dst []byte) ([]byte, error) {
+	f.parseAttachments()
+	a := &f.att
+	if a.err != nil {
+		return dst, fmt.Errorf("dubbo: apply header mutations: %w", a.err)
+	}
+	if a.state == attResolved {
+		return dst, fmt.Errorf("dubbo: apply header mutations: the attachments are a hessian2 back-reference, which cannot be re-encoded alone: %w", codecs.ErrHeadersUnsupported)
+	}
+	changes := false
+	for i := range a.ents {
+		e := &a.ents[i]
+		if m := f.mutationFor(e); m != nil {
+			if e.kind == valRefs {
+				verb := "set"
+				if m.del {
+					verb = "delete"
+				}
+				return dst, fmt.Errorf("dubbo: cannot %s attachment %q: it holds a list, map or object, and %w",
+					verb, e.key, errNotReplaceable)
+			}
+			changes = true
+		}
+	}
+	for i := range f.muts {
+		changes = changes || !f.muts[i].del
+	}
+	if !changes {
+		// Only deletions of attachments that are not there: the frame stays as it is.
+		return append(dst, f.b...), nil
+	}
+
+	body := f.body()
+	start := len(dst)
+	dst = append(dst, f.b[:HeaderLen]...)
+	if f.respType >= 0 && f.respType < respExceptionAtt {
+		// Upgrade to the response type that carries attachments (0->3, 1->4, 2->5).
+		dst = hessian.AppendInt(dst, int32(f.respType)+respExceptionAtt)
+		dst = append(dst, body[f.typeEnd:a.at]...)
+	} else {
+		dst = append(dst, body[:a.at]...)
+	}
+	if a.state == attMap {
+		dst = append(dst, body[a.at:a.entriesAt]...) // 'H', or 'M' and its type, as sent
+	} else {
+		dst = hessian.AppendMapStart(dst)
+	}
+	for i := range a.ents {
+		e := &a.ents[i]
+		m := f.mutationFor(e)
+		switch {
+		case m == nil:
+			dst = append(dst, body[e.start:e.end]...)
+		case !m.del:
+			dst = append(dst, body[e.start:e.valAt]...)
+			dst = hessian.AppendString(dst, m.value)
+		}
+	}
+	for i := range f.muts {
+		if m := &f.muts[i]; !m.del && !f.hasKey(m.name) {
+			dst = hessian.AppendString(dst, m.name)
+			dst = hessian.AppendString(dst, m.value)
+		}
+	}
+	dst = hessian.AppendMapEnd(dst)
+	dst = append(dst, body[a.end:]...)
+
+	size := len(dst) - start
+	if size > f.maxFrame || size-HeaderLen > math.MaxInt32 {
+		return dst[:start], fmt.Errorf("dubbo: mutated frame of %d bytes, limit %d: %w", size, f.maxFrame, codecs.ErrFrameTooLarge)
+	}
+	binary.BigEndian.PutUint32(dst[start+12:], uint32(size-HeaderLen))
+	return dst, nil
+}
+
+func (f *frame) hasKey(name string) bool {
+	for i := range f.att.ents {
+		if e := &f.att.ents[i]; e.keyIsString && e.key == name {
+			return true
+		}
+	}
+	return false
+}
