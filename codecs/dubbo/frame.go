@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"unsafe"
 
 	hessian2 "github.com/apache/dubbo-go-hessian2"
 
@@ -19,8 +20,9 @@ import (
 const MaxAttachments = 1 << 16
 
 // inlineEntries is how many attachment entries fit in the frame itself, so that typical
-// requests (dubbo-go sends about half a dozen) need no allocation to be read.
-const inlineEntries = 12
+// requests need no allocation to be read: dubbo-go sends path, interface, version, timeout
+// and, when set, group and token, plus what the application adds.
+const inlineEntries = 8
 
 // Built-in attribute names of a request, in body order.
 var fieldNames = [...]string{"dubbo_version", "service", "version", "method", "param_types"}
@@ -41,11 +43,10 @@ const (
 	valRefs              // list, map, object, class definition: may anchor references
 )
 
-// entry is one key/value pair of an attachments map. Offsets are into the body: the key,
-// the value, and the end of the value. An entry decoded by the full-decode fallback has no
-// offsets (start is -1).
+// entry is one key/value pair of an attachments map, as body offsets: the key, the value,
+// and the end of the value. Strings are read again from their offsets when asked for, which
+// costs next to nothing for the common compact ASCII form and keeps entries small.
 type entry struct {
-	key, value        string
 	start, valAt, end int32
 	keyIsString       bool
 	kind              uint8
@@ -56,19 +57,24 @@ const (
 	attAbsent   = iota + 1 // the body ends (or the response type has none): insert at `at`
 	attNull                // a hessian null at `at`
 	attMap                 // a map at `at`, entries from entriesAt, ending at end
-	attResolved            // a reference resolved by a full decode: read-only
+	attResolved            // a reference resolved by a full decode: read-only, in resolved
 )
 
 type attachments struct {
 	parsed bool
-	err    error
 	state  uint8
+	err    error
 	// Body offsets: where the map (or null) starts or would be inserted, its first entry,
 	// and just past it.
 	at, entriesAt, end int
 	ents               []entry
 	inline             [inlineEntries]entry
+	// resolved holds the headers of attachments read by the full-decode fallback; behind a
+	// pointer because it is rare and the frame is allocated for every request.
+	resolved *[]keyValue
 }
+
+type keyValue struct{ key, value string }
 
 type mutation struct {
 	name, value string
@@ -85,12 +91,12 @@ type frame struct {
 	// respType is the response type of a status-20 hessian2 response, -1 for other frames;
 	// typeEnd is the body offset just past it.
 	respType int8
-	typeEnd  int
+	typeEnd  int32
 
 	headParsed bool
 	headErr    error
-	fields     [len(fieldNames)]string
-	argsAt     int // body offset of the first argument
+	fieldAt    [len(fieldNames)]int32 // body offsets of the five leading strings
+	argsAt     int32 // body offset of the first argument
 
 	att  attachments
 	muts []mutation
@@ -131,7 +137,7 @@ func (f *frame) classify() error {
 		default:
 			return malformed("unknown response type %d", t)
 		}
-		f.respType, f.typeEnd = int8(t), end
+		f.respType, f.typeEnd = int8(t), int32(end)
 	}
 	return nil
 }
@@ -158,18 +164,61 @@ func (f *frame) parseHead() error {
 	f.headParsed = true
 	body := f.body()
 	off := 0
-	for i := range f.fields {
+	for i := range f.fieldAt {
 		// A null reads as "": some clients send the service version that way.
-		s, end, _, err := hessian.ReadString(body, off)
+		_, _, end, _, _, err := hessian.StringSpan(body, off)
 		if err != nil {
 			f.headErr = malformed("request %s: %v", fieldNames[i], err)
 			return f.headErr
 		}
-		f.fields[i], off = s, end
+		f.fieldAt[i], off = int32(off), end
 	}
-	f.argsAt = off
+	f.argsAt = int32(off)
 	return nil
 }
+
+// str returns the string (or null, as "") at body offset at, which was validated when it was
+// recorded. A single chunk of plain UTF-8 is returned without a copy: it points into the
+// frame's bytes, which never change there.
+func (f *frame) str(at int32) string {
+	body := f.body()
+	data, dataEnd, _, plain, _, _ := hessian.StringSpan(body, int(at))
+	if plain {
+		return unsafe.String(unsafe.SliceData(body[data:]), dataEnd-data)
+	}
+	s, _, _, _ := hessian.ReadString(body, int(at))
+	return s
+}
+
+func (f *frame) field(i int) string { return f.str(f.fieldAt[i]) }
+
+// keyIs reports whether e's key is the string name, without building the key when its
+// bytes are plain.
+func (f *frame) keyIs(e *entry, name string) bool {
+	if !e.keyIsString {
+		return false
+	}
+	body := f.body()
+	data, dataEnd, _, plain, _, _ := hessian.StringSpan(body, int(e.start))
+	if plain {
+		return dataEnd-data == len(name) && string(body[data:dataEnd]) == name
+	}
+	return f.str(e.start) == name
+}
+
+// identChars marks the bytes of a Java identifier in a descriptor: 1 for any position, 2 for
+// the first one too ([_$a-zA-Z][_$a-zA-Z0-9]*).
+var identChars = func() (t [256]uint8) {
+	for c := range 256 {
+		switch {
+		case c == '_' || c == '$' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
+			t[c] = 3
+		case c >= '0' && c <= '9':
+			t[c] = 1
+		}
+	}
+	return t
+}()
 
 // paramCount counts the parameters of a JVM method descriptor list such as
 // "Ljava/lang/String;I[J". It reports false when desc is not strictly such a list.
@@ -185,48 +234,43 @@ func paramCount(desc string) (int, bool) {
 		switch desc[i] {
 		case 'V', 'Z', 'B', 'C', 'D', 'F', 'I', 'J', 'S':
 			i++
+			continue
 		case 'L':
-			// L ident ('/' ident)* ';' where ident is [_$a-zA-Z][_$a-zA-Z0-9]*.
-			i++
-			for {
-				if i == len(desc) || !identStart(desc[i]) {
-					return 0, false
-				}
-				for i < len(desc) && (identStart(desc[i]) || desc[i] >= '0' && desc[i] <= '9') {
-					i++
-				}
-				if i == len(desc) {
-					return 0, false
-				}
-				if desc[i] == ';' {
-					i++
-					break
-				}
-				if desc[i] != '/' {
-					return 0, false
-				}
-				i++
-			}
 		default:
 			return 0, false
+		}
+		// L ident ('/' ident)* ';'
+		for i++; ; i++ {
+			if i == len(desc) || identChars[desc[i]]&2 == 0 {
+				return 0, false
+			}
+			for i++; i < len(desc) && identChars[desc[i]] != 0; i++ {
+			}
+			if i == len(desc) {
+				return 0, false
+			}
+			if desc[i] == ';' {
+				i++
+				break
+			}
+			if desc[i] != '/' {
+				return 0, false
+			}
 		}
 	}
 	return n, true
 }
 
-func identStart(c byte) bool {
-	return c == '_' || c == '$' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
-}
-
 // argCount is the number of argument values in front of the attachments.
 func (f *frame) argCount() int {
-	if n, ok := paramCount(f.fields[fieldParamTypes]); ok {
+	desc := f.field(fieldParamTypes)
+	if n, ok := paramCount(desc); ok {
 		return n
 	}
 	// Not a strict descriptor list. Providers do not reject it: dubbo-go counts the matches
 	// of this very pattern, and Java's ReflectUtils runs a find() loop over the same one. So
 	// count the same way, to route on the attachments the provider will read.
-	return len(hessian2.DescRegex.FindAllStringIndex(f.fields[fieldParamTypes], -1))
+	return len(hessian2.DescRegex.FindAllStringIndex(desc, -1))
 }
 
 // parseAttachments locates and reads the attachments map of a request or of a status-20
@@ -250,7 +294,7 @@ func (f *frame) parseAttachments() {
 			return
 		}
 		n := f.argCount()
-		off, before = f.argsAt, len(f.fields)+n
+		off, before = int(f.argsAt), len(f.fieldAt)+n
 		for i := 0; i < n && err == nil; i++ {
 			off, err = r.Skip(off)
 		}
@@ -259,7 +303,7 @@ func (f *frame) parseAttachments() {
 			return
 		}
 	case f.respType >= 0:
-		off, before = f.typeEnd, 1
+		off, before = int(f.typeEnd), 1
 		if f.respType != respNull && f.respType != respNullAtt {
 			if off, err = r.Skip(off); err != nil {
 				a.err = malformed("response value: %v", err)
@@ -326,7 +370,7 @@ func (f *frame) parseMap(r *hessian.Reader, off, before int) error {
 		}
 		e := entry{start: int32(p)}
 		if hessian.IsStringTag(body[p]) {
-			e.key, p, _, err = hessian.ReadString(body, p)
+			_, _, p, _, _, err = hessian.StringSpan(body, p)
 			e.keyIsString = true
 		} else {
 			p, err = r.Skip(p)
@@ -341,7 +385,7 @@ func (f *frame) parseMap(r *hessian.Reader, off, before int) error {
 		switch tag := body[p]; {
 		case hessian.IsStringTag(tag):
 			e.kind = valString
-			e.value, p, _, err = hessian.ReadString(body, p)
+			_, _, p, _, _, err = hessian.StringSpan(body, p)
 		case tag == hessian.TagNull:
 			e.kind = valNull
 			p++
@@ -353,7 +397,7 @@ func (f *frame) parseMap(r *hessian.Reader, off, before int) error {
 			p, err = r.Skip(p)
 		}
 		if err != nil {
-			return malformed("attachment %q: %v", e.key, err)
+			return malformed("attachment value: %v", err)
 		}
 		e.end = int32(p)
 		a.ents = append(a.ents, e)
@@ -390,16 +434,16 @@ func (f *frame) resolveAttachments(prefix []byte, before int) (err error) {
 	if len(m) > MaxAttachments {
 		return malformed("more than %d attachments", MaxAttachments)
 	}
-	a := &f.att
+	var kvs []keyValue
 	for k, v := range m {
 		ks, ok1 := k.(string)
 		vs, ok2 := v.(string)
 		if ok1 && ok2 {
-			a.ents = append(a.ents, entry{key: ks, value: vs, keyIsString: true, kind: valString, start: -1})
+			kvs = append(kvs, keyValue{ks, vs})
 		}
 	}
-	sort.Slice(a.ents, func(i, j int) bool { return a.ents[i].key < a.ents[j].key })
-	a.state = attResolved
+	sort.Slice(kvs, func(i, j int) bool { return kvs[i].key < kvs[j].key })
+	f.att.resolved, f.att.state = &kvs, attResolved
 	return nil
 }
 
@@ -430,14 +474,24 @@ func (f *frame) Attribute(name string) (string, bool) {
 			if f.parseHead() != nil {
 				return "", false
 			}
-			return f.fields[i], true
+			return f.field(i), true
 		}
 	}
 	f.parseAttachments()
+	if r := f.att.resolved; r != nil {
+		for _, kv := range *r {
+			if kv.key == name {
+				return kv.value, true
+			}
+		}
+	}
 	ents := f.att.ents
 	for i := len(ents) - 1; i >= 0; i-- {
-		if e := &ents[i]; e.keyIsString && e.key == name {
-			return e.value, e.kind == valString
+		if e := &ents[i]; f.keyIs(e, name) {
+			if e.kind != valString {
+				return "", false
+			}
+			return f.str(e.valAt), true
 		}
 	}
 	return "", false
@@ -448,6 +502,13 @@ func (f *frame) RangeHeaders(fn func(name, value string) bool) {
 		return
 	}
 	f.parseAttachments()
+	if r := f.att.resolved; r != nil {
+		for _, kv := range *r {
+			if !fn(kv.key, kv.value) {
+				return
+			}
+		}
+	}
 	ents := f.att.ents
 	// A key that appears again later is superseded: only its last occurrence counts.
 	var last map[string]int
@@ -455,7 +516,7 @@ func (f *frame) RangeHeaders(fn func(name, value string) bool) {
 		last = make(map[string]int, len(ents))
 		for i := range ents {
 			if ents[i].keyIsString {
-				last[ents[i].key] = i
+				last[f.str(ents[i].start)] = i
 			}
 		}
 	}
@@ -464,15 +525,16 @@ func (f *frame) RangeHeaders(fn func(name, value string) bool) {
 		if !e.keyIsString || e.kind != valString {
 			continue
 		}
+		key := f.str(e.start)
 		superseded := false
 		if last != nil {
-			superseded = last[e.key] != i
+			superseded = last[key] != i
 		} else {
 			for j := i + 1; j < len(ents) && !superseded; j++ {
-				superseded = ents[j].keyIsString && ents[j].key == e.key
+				superseded = f.keyIs(&ents[j], key)
 			}
 		}
-		if !superseded && !fn(e.key, e.value) {
+		if !superseded && !fn(key, f.str(e.valAt)) {
 			return
 		}
 	}
@@ -518,11 +580,8 @@ func (f *frame) AppendTo(dst []byte) ([]byte, error) {
 
 // mutationFor returns the mutation that applies to e, if any.
 func (f *frame) mutationFor(e *entry) *mutation {
-	if !e.keyIsString {
-		return nil
-	}
 	for i := range f.muts {
-		if f.muts[i].name == e.key {
+		if f.keyIs(e, f.muts[i].name) {
 			return &f.muts[i]
 		}
 	}
@@ -551,7 +610,7 @@ func (f *frame) appendMutated(dst []byte) ([]byte, error) {
 					verb = "delete"
 				}
 				return dst, fmt.Errorf("dubbo: cannot %s attachment %q: it holds a list, map or object, and %w",
-					verb, e.key, errNotReplaceable)
+					verb, m.name, errNotReplaceable)
 			}
 			changes = true
 		}
@@ -609,7 +668,7 @@ func (f *frame) appendMutated(dst []byte) ([]byte, error) {
 
 func (f *frame) hasKey(name string) bool {
 	for i := range f.att.ents {
-		if e := &f.att.ents[i]; e.keyIsString && e.key == name {
+		if f.keyIs(&f.att.ents[i], name) {
 			return true
 		}
 	}

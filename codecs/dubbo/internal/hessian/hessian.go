@@ -226,13 +226,12 @@ func stringChunk(b []byte, off int) (units, data int, final bool, err error) {
 // is accepted as the same two units. It returns the end of the data and whether a high
 // surrogate was seen (the data then needs converting to be valid UTF-8).
 func scanUnits(b []byte, off, n int) (end int, surrogates bool, err error) {
+	// Plain ASCII is the common case for names and ids: when the n bytes ahead are all
+	// ASCII, they are the n units.
+	if off+n <= len(b) && isASCII(b[off:off+n]) {
+		return off + n, false, nil
+	}
 	for n > 0 {
-		// Plain ASCII, eight bytes at a time: the common case for names and ids.
-		if n >= 8 && off+8 <= len(b) && binary.LittleEndian.Uint64(b[off:])&0x8080808080808080 == 0 {
-			off += 8
-			n -= 8
-			continue
-		}
 		if off >= len(b) {
 			return 0, false, truncated(off)
 		}
@@ -266,6 +265,28 @@ func scanUnits(b []byte, off, n int) (end int, surrogates bool, err error) {
 	return off, surrogates, nil
 }
 
+// isASCII reports whether p holds only ASCII bytes, sixteen at a time where it can.
+func isASCII(p []byte) bool {
+	for len(p) >= 16 {
+		if (binary.LittleEndian.Uint64(p)|binary.LittleEndian.Uint64(p[8:]))&0x8080808080808080 != 0 {
+			return false
+		}
+		p = p[16:]
+	}
+	if len(p) >= 8 {
+		if binary.LittleEndian.Uint64(p)&0x8080808080808080 != 0 {
+			return false
+		}
+		p = p[8:]
+	}
+	for _, c := range p {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
 // skipString steps over a string (all its chunks) at b[off].
 func skipString(b []byte, off int) (int, error) {
 	for {
@@ -282,6 +303,38 @@ func skipString(b []byte, off int) (int, error) {
 	}
 }
 
+// StringSpan locates the string or null at b[off] without copying it. When plain is true
+// the string is exactly the UTF-8 bytes b[data:dataEnd]; otherwise (a chunked string, or
+// one holding surrogate pairs) ReadString builds it. end is the offset just past the value;
+// null reports a Hessian null.
+func StringSpan(b []byte, off int) (data, dataEnd, end int, plain, null bool, err error) {
+	if off < len(b) {
+		// Fast path: a short ASCII string in the compact form, what names and most
+		// attachment values are.
+		if n := int(b[off]); n <= 0x1f && off+1+n <= len(b) && isASCII(b[off+1:off+1+n]) {
+			return off + 1, off + 1 + n, off + 1 + n, true, false, nil
+		}
+		if b[off] == TagNull {
+			return off + 1, off + 1, off + 1, true, true, nil
+		}
+	}
+	units, data, final, err := stringChunk(b, off)
+	if err != nil {
+		return 0, 0, 0, false, false, err
+	}
+	dataEnd, surrogates, err := scanUnits(b, data, units)
+	if err != nil {
+		return 0, 0, 0, false, false, err
+	}
+	if final {
+		return data, dataEnd, dataEnd, !surrogates, false, nil
+	}
+	if end, err = skipString(b, dataEnd); err != nil {
+		return 0, 0, 0, false, false, err
+	}
+	return data, dataEnd, end, false, false, nil
+}
+
 // ReadString reads a string or null at b[off] and returns it with the offset just past it.
 // null reports a Hessian null (s is then "").
 //
@@ -289,27 +342,18 @@ func skipString(b []byte, off int) (int, error) {
 // never modify those bytes of b afterwards. Chunked strings and strings holding surrogate
 // pairs are copied into a new, valid UTF-8 string.
 func ReadString(b []byte, off int) (s string, end int, null bool, err error) {
-	if off < len(b) && b[off] == TagNull {
-		return "", off + 1, true, nil
-	}
-	units, data, final, err := stringChunk(b, off)
-	if err != nil {
+	data, dataEnd, end, plain, null, err := StringSpan(b, off)
+	switch {
+	case err != nil:
 		return "", 0, false, err
-	}
-	end, surrogates, err := scanUnits(b, data, units)
-	if err != nil {
-		return "", 0, false, err
-	}
-	if final && !surrogates {
-		if end == data {
-			return "", end, false, nil
-		}
-		return unsafe.String(&b[data], end-data), end, false, nil
+	case plain:
+		return unsafe.String(unsafe.SliceData(b[data:]), dataEnd-data), end, null, nil
 	}
 	// Rare path: gather every chunk, then convert surrogate pairs (which may straddle chunks).
-	raw := make([]byte, 0, end-data)
-	raw = append(raw, b[data:end]...)
-	for off = end; !final; {
+	raw := make([]byte, 0, end-off)
+	final := false
+	for off < end && !final {
+		var units int
 		if units, data, final, err = stringChunk(b, off); err != nil {
 			return "", 0, false, err
 		}
@@ -319,7 +363,7 @@ func ReadString(b []byte, off int) (s string, end int, null bool, err error) {
 		raw = append(raw, b[data:off]...)
 	}
 	raw = joinSurrogates(raw)
-	return unsafe.String(unsafe.SliceData(raw), len(raw)), off, false, nil
+	return unsafe.String(unsafe.SliceData(raw), len(raw)), end, false, nil
 }
 
 // joinSurrogates rewrites, in place, each CESU-8 surrogate pair (two 3-byte sequences) into
