@@ -96,7 +96,7 @@ type frame struct {
 	headParsed bool
 	headErr    error
 	fieldAt    [len(fieldNames)]int32 // body offsets of the five leading strings
-	argsAt     int32 // body offset of the first argument
+	argsAt     int32                  // body offset of the first argument
 
 	att  attachments
 	muts []mutation
