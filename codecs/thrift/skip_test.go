@@ -17,8 +17,10 @@ var protocols = []struct {
 func skipWhole(b []byte, compact bool) (int, error) {
 	var s skipper
 	s.reset(compact, 0)
-	err := s.run(b, true, len(b))
-	return s.pos, err
+	if err := s.run(b, true, len(b)); err != nil {
+		return 0, err
+	}
+	return s.pos, nil
 }
 
 // skipTrickle feeds b to one skipper a byte at a time, as an unframed stream arrives, with
