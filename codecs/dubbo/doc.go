@@ -62,9 +62,9 @@
 //     headers are then yielded in key order, the wire order being lost. Such attachments
 //     cannot be mutated.
 //
-// Attachment parsing is bounded: at most MaxAttachments entries, nesting at most
-// hessian.MaxDepth levels; beyond that the attachments are unreadable (attributes absent,
-// mutations fail).
+// Parsing is bounded: at most MaxAttachments attachment entries, values nested at most 128
+// levels deep; beyond that the attachments are unreadable (headers absent, mutations fail)
+// while the built-in attributes, which come first, still work.
 //
 // # Mutations
 //

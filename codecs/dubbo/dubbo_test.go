@@ -693,3 +693,47 @@ func TestAttributeAllocations(t *testing.T) {
 		t.Fatalf("%v allocations per decode and attribute lookup, want <= 2", allocs)
 	}
 }
+
+// otherFrame is a frame of some other codec.
+type otherFrame struct{ codecs.Frame }
+
+func TestRepliesToForeignFrames(t *testing.T) {
+	conn := newConn(t, codecs.Options{})
+	for name, f := range map[string]codecs.Frame{"nil": nil, "foreign": otherFrame{}} {
+		if _, err := conn.AppendHeartbeatReply(nil, f); !errors.Is(err, codecs.ErrUnsupported) {
+			t.Errorf("heartbeat reply to %s frame: %v", name, err)
+		}
+	}
+	if _, err := conn.AppendErrorReply(nil, otherFrame{}, codecs.ReasonInternal, "m"); !errors.Is(err, codecs.ErrUnsupported) ||
+		!strings.Contains(err.Error(), "another codec") {
+		t.Errorf("error reply to a foreign frame: %v", err)
+	}
+	// A reason this codec does not know yet still gives an error status.
+	req := decode(t, frameOf(flagsRequest, 0, 1, dubboGoRequestBody(t, nil)))
+	out, err := conn.AppendErrorReply(nil, req, codecs.Reason(200), "m")
+	if err != nil || Status(out[3]) != StatusServerError {
+		t.Errorf("unknown reason: status %d, %v", out[3], err)
+	}
+}
+
+func TestChunkedAndSurrogateKeys(t *testing.T) {
+	body := cat(enc(t, "2.0.2", "s", "", "m", ""), []byte{'H'},
+		[]byte{'R', 0, 2, 'x', '-', 0x03, 'k', 'e', 'y'}, str("chunked-key"),
+		[]byte{0x03, 'k', 0xed, 0xa0, 0xbd, 0xed, 0xb8, 0x80}, str("emoji-key"), []byte{'Z'})
+	f := decode(t, frameOf(flagsRequest, 0, 1, body))
+	for k, want := range map[string]string{"x-key": "chunked-key", "k😀": "emoji-key"} {
+		if v, ok := f.Attribute(k); !ok || v != want {
+			t.Errorf("%q = %q, %v; want %q", k, v, ok, want)
+		}
+	}
+	_ = f.SetHeader("x-key", "new")
+	_ = f.DelHeader("k😀")
+	out, err := f.AppendTo(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs := bodyValues(t, out)
+	if atts := vs[len(vs)-1].(map[any]any); len(atts) != 1 || atts["x-key"] != "new" {
+		t.Errorf("attachments after mutation %#v", atts)
+	}
+}
