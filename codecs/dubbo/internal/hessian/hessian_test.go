@@ -469,3 +469,108 @@ func FuzzSkip(f *testing.F) {
 		}
 	})
 }
+
+// TestSkipEveryTag builds, for each of the 256 tag bytes, the smallest value the grammar
+// allows to start with it, and checks that Skip steps over exactly that value; the five
+// bytes that start no value must be refused.
+func TestSkipEveryTag(t *testing.T) {
+	rep := func(n int, c byte) []byte { return bytes.Repeat([]byte{c}, n) }
+	// 16 class definitions without fields, so that objects of classes 0..15 are valid.
+	var prefix []byte
+	for range 16 {
+		prefix = append(prefix, 'C', 0x01, 'X', 0x90)
+	}
+	valid := 0
+	for tag := range 256 {
+		c := byte(tag)
+		var v []byte
+		switch {
+		case c <= 0x1f:
+			v = append([]byte{c}, rep(int(c), 'a')...)
+		case c <= 0x2f:
+			v = append([]byte{c}, rep(int(c-0x20), 7)...)
+		case c <= 0x33:
+			v = append([]byte{c, 1}, rep(int(c-0x30)<<8|1, 'a')...)
+		case c <= 0x37:
+			v = append([]byte{c, 1}, rep(int(c-0x34)<<8|1, 7)...)
+		case c <= 0x3f:
+			v = []byte{c, 1, 2}
+		case c == 'A':
+			v = []byte{'A', 0, 1, 9, 'B', 0, 1, 8}
+		case c == 'B':
+			v = []byte{'B', 0, 2, 9, 8}
+		case c == 'C':
+			v = []byte{'C', 0x01, 'Y', 0x91, 0x01, 'f', 'O', 0xa0, 'N'} // a definition (class 16), then an object
+		case c == 'D' || c == 0x4a || c == 'L':
+			v = append([]byte{c}, rep(8, 1)...)
+		case c == 'I' || c == 0x4b || c == 0x59 || c == 0x5f:
+			v = append([]byte{c}, rep(4, 1)...)
+		case c == 'F' || c == 'N' || c == 'T' || c == 0x5b || c == 0x5c:
+			v = []byte{c}
+		case c == 'H':
+			v = []byte{'H', 0x01, 'k', 'N', 'Z'}
+		case c == 'M':
+			v = []byte{'M', 0x00, 0x91, 0x92, 'Z'}
+		case c == 'O':
+			v = []byte{'O', 0x9f}
+		case c == 'Q':
+			v = []byte{'Q', 0x90}
+		case c == 'R':
+			v = []byte{'R', 0, 1, 'a', 0x01, 'b'}
+		case c == 'S':
+			v = []byte{'S', 0, 1, 'a'}
+		case c == 0x55:
+			v = []byte{0x55, 0x00, 'N', 'Z'}
+		case c == 'V':
+			v = []byte{'V', 0x00, 0x91, 'N'}
+		case c == 0x57:
+			v = []byte{0x57, 'N', 'Z'}
+		case c == 0x58:
+			v = []byte{0x58, 0x91, 'N'}
+		case c == 0x5d:
+			v = []byte{c, 1}
+		case c == 0x5e:
+			v = []byte{c, 1, 2}
+		case c >= 0x60 && c <= 0x6f:
+			v = []byte{c}
+		case c >= 0x70 && c <= 0x77:
+			v = append([]byte{c, 0x00}, rep(int(c-0x70), 'N')...)
+		case c >= 0x78 && c <= 0x7f:
+			v = append([]byte{c}, rep(int(c-0x78), 'N')...)
+		case c >= 0x80 && c <= 0xbf, c >= 0xd8 && c <= 0xef:
+			v = []byte{c}
+		case c >= 0xc0 && c <= 0xcf, c >= 0xf0:
+			v = []byte{c, 1}
+		case c >= 0xd0 && c <= 0xd7:
+			v = []byte{c, 1, 2}
+		}
+		b := append(bytes.Clone(prefix), v...)
+		if v == nil {
+			b = append(b, c)
+		}
+		b = append(b, 0x91) // a following value that must not be consumed
+		var r Reader
+		r.Reset(b)
+		start := 0
+		for range 16 {
+			var err error
+			if start, err = r.classDef(start); err != nil {
+				t.Fatal(err)
+			}
+		}
+		end, err := r.Skip(start)
+		if v == nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("tag %#x starts no value, Skip: end %d err %v", c, end, err)
+			}
+			continue
+		}
+		valid++
+		if err != nil || end != len(b)-1 {
+			t.Errorf("tag %#x: value %x: end %d err %v, want %d", c, v, end-start, err, len(v))
+		}
+	}
+	if valid != 256-5 { // 0x40, 'E', 'G', 'P', 'Z' start nothing
+		t.Errorf("%d tags start a value, want 251", valid)
+	}
+}
