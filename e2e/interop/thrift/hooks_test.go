@@ -73,7 +73,16 @@ func TestErrorReply(t *testing.T) {
 					mu   sync.Mutex
 					next int
 				)
+				var onewayReplies []error
 				answer := func(conn codecs.Conn, f codecs.Frame) ([]byte, error) {
+					if f.Kind() == codecs.KindOneway {
+						// Nothing reads a reply to a oneway call: the codec refuses to build one.
+						_, err := conn.AppendErrorReply(nil, f, codecs.ReasonNoRoute, "unread")
+						mu.Lock()
+						onewayReplies = append(onewayReplies, err)
+						mu.Unlock()
+						return nil, nil
+					}
 					if m, _ := f.Attribute("method"); m != "echo" {
 						return nil, nil
 					}
@@ -98,9 +107,26 @@ func TestErrorReply(t *testing.T) {
 					})
 				}
 				// Let through: after the local replies the conversation is still in step.
-				steps = append(steps, step{call: call{Method: "lastFired", Seqid: 7}, want: value("")})
+				steps = append(steps,
+					step{call: call{Method: "fire", Args: []any{"after"}, Seqid: 6}},
+					step{call: call{Method: "lastFired", Seqid: 7}, want: value("after")})
 				run := cli.run(t, cfg, proxy.Addr, callsOf(steps))
 				checkResults(t, run, steps)
+
+				mu.Lock()
+				wantOneway := 1
+				if cli.onewayAsCall() {
+					wantOneway = 0 // its oneway calls are CALL messages
+				}
+				if len(onewayReplies) != wantOneway {
+					t.Errorf("relay saw %d oneway frames, want %d", len(onewayReplies), wantOneway)
+				}
+				for _, err := range onewayReplies {
+					if !errors.Is(err, codecs.ErrUnsupported) {
+						t.Errorf("error reply to a oneway call: %v, want %v", err, codecs.ErrUnsupported)
+					}
+				}
+				mu.Unlock()
 
 				if got := len(proxy.Requests()); got != len(steps) {
 					t.Errorf("relay decoded %d requests, want %d", got, len(steps))
