@@ -47,6 +47,7 @@ type Proxy struct {
 	idOffset uint64
 
 	mu        sync.Mutex
+	conns     int
 	requests  []Record
 	responses []Record
 	errs      []error
@@ -54,7 +55,7 @@ type Proxy struct {
 }
 
 // AttributeNames are recorded for every frame, in addition to its headers.
-var AttributeNames = []string{"service", "method", "version", "group", "interface", "param_types", "message_type"}
+var AttributeNames = []string{"service", "method", "version", "group", "interface", "param_types", "dubbo_version", "message_type"}
 
 // Start listens on 127.0.0.1 and relays every accepted connection to upstream. When
 // idOffset is non-zero, request ids are shifted by it upstream and restored downstream.
@@ -92,6 +93,14 @@ func (p *Proxy) Responses() []Record {
 	return append([]Record(nil), p.responses...)
 }
 
+// Conns returns how many client connections the relay has accepted so far: a client that
+// reconnects (after a reply it could not read, say) shows up here.
+func (p *Proxy) Conns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conns
+}
+
 // Errors returns relay errors (decode failures and the like) seen so far.
 func (p *Proxy) Errors() []error {
 	p.mu.Lock()
@@ -112,6 +121,9 @@ func (p *Proxy) accept() {
 		if err != nil {
 			return
 		}
+		p.mu.Lock()
+		p.conns++
+		p.mu.Unlock()
 		p.wg.Add(1)
 		go p.serve(down)
 	}
