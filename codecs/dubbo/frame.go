@@ -357,6 +357,10 @@ func (f *frame) parseMap(r *hessian.Reader, off, before int) error {
 		return malformed("attachments: %v", err)
 	}
 	a.state, a.at, a.entriesAt = attMap, off, p
+	// Collected in a local slice and stored once: appending to the field itself would write
+	// the slice header back, with a write barrier, for every entry.
+	ents := a.ents
+	defer func() { a.ents = ents }()
 	for {
 		if p >= len(body) {
 			return malformed("attachments: map not closed")
@@ -365,7 +369,7 @@ func (f *frame) parseMap(r *hessian.Reader, off, before int) error {
 			a.end = p + 1
 			return nil
 		}
-		if len(a.ents) == MaxAttachments {
+		if len(ents) == MaxAttachments {
 			return malformed("more than %d attachments", MaxAttachments)
 		}
 		e := entry{start: int32(p)}
@@ -400,7 +404,7 @@ func (f *frame) parseMap(r *hessian.Reader, off, before int) error {
 			return malformed("attachment value: %v", err)
 		}
 		e.end = int32(p)
-		a.ents = append(a.ents, e)
+		ents = append(ents, e)
 	}
 }
 

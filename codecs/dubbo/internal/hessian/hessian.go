@@ -228,7 +228,7 @@ func stringChunk(b []byte, off int) (units, data int, final bool, err error) {
 func scanUnits(b []byte, off, n int) (end int, surrogates bool, err error) {
 	// Plain ASCII is the common case for names and ids: when the n bytes ahead are all
 	// ASCII, they are the n units.
-	if off+n <= len(b) && isASCII(b[off:off+n]) {
+	if off+n <= len(b) && isASCII(b, off, off+n) {
 		return off + n, false, nil
 	}
 	for n > 0 {
@@ -265,19 +265,34 @@ func scanUnits(b []byte, off, n int) (end int, surrogates bool, err error) {
 	return off, surrogates, nil
 }
 
-// isASCII reports whether p holds only ASCII bytes, sixteen at a time where it can.
-func isASCII(p []byte) bool {
+const highBits = 0x8080808080808080
+
+// isASCII reports whether b[start:end] holds only ASCII bytes, eight or sixteen at a time. A
+// short range is checked with one load of the eight bytes that end it, the bytes before
+// start shifted out, so that short names cost no loop.
+func isASCII(b []byte, start, end int) bool {
+	n := end - start
+	if n < 8 && end >= 8 {
+		return binary.LittleEndian.Uint64(b[end-8:end])>>(8*(8-n))&highBits == 0
+	}
+	p := b[start:end]
 	for len(p) >= 16 {
-		if (binary.LittleEndian.Uint64(p)|binary.LittleEndian.Uint64(p[8:]))&0x8080808080808080 != 0 {
+		if (binary.LittleEndian.Uint64(p)|binary.LittleEndian.Uint64(p[8:]))&highBits != 0 {
 			return false
 		}
 		p = p[16:]
 	}
-	if len(p) >= 8 {
-		if binary.LittleEndian.Uint64(p)&0x8080808080808080 != 0 {
-			return false
+	if len(p) == 0 {
+		return true
+	}
+	if n >= 8 {
+		// What is left, fewer than 16 bytes, is covered by the last eight bytes of the
+		// range and, when needed, the first eight of what is left (overlaps are harmless).
+		w := binary.LittleEndian.Uint64(b[end-8 : end])
+		if len(p) > 8 {
+			w |= binary.LittleEndian.Uint64(p)
 		}
-		p = p[8:]
+		return w&highBits == 0
 	}
 	for _, c := range p {
 		if c >= 0x80 {
@@ -311,7 +326,7 @@ func StringSpan(b []byte, off int) (data, dataEnd, end int, plain, null bool, er
 	if off < len(b) {
 		// Fast path: a short ASCII string in the compact form, what names and most
 		// attachment values are.
-		if n := int(b[off]); n <= 0x1f && off+1+n <= len(b) && isASCII(b[off+1:off+1+n]) {
+		if n := int(b[off]); n <= 0x1f && off+1+n <= len(b) && isASCII(b, off+1, off+1+n) {
 			return off + 1, off + 1 + n, off + 1 + n, true, false, nil
 		}
 		if b[off] == TagNull {
@@ -531,6 +546,10 @@ func (r *Reader) skip(off, depth int) (int, error) {
 				return 0, truncated(off)
 			}
 			return off + n, nil
+		}
+		// Short ASCII strings are most of what a payload holds: step over them here.
+		if n := int(tag); n <= 0x1f && off+1+n <= len(b) && isASCII(b, off+1, off+1+n) {
+			return off + 1 + n, nil
 		}
 		switch {
 		case IsStringTag(tag):

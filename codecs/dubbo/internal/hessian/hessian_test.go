@@ -574,3 +574,24 @@ func TestSkipEveryTag(t *testing.T) {
 		t.Errorf("%d tags start a value, want 251", valid)
 	}
 }
+
+func TestIsASCII(t *testing.T) {
+	for pre := range 10 {
+		for n := range 50 {
+			b := bytes.Repeat([]byte{0xff}, pre+n+3) // non-ASCII around the range
+			for i := range n {
+				b[pre+i] = 'a'
+			}
+			if !isASCII(b, pre, pre+n) {
+				t.Fatalf("pre %d n %d: ASCII range reported non-ASCII", pre, n)
+			}
+			for i := range n {
+				b[pre+i] = 0x80
+				if isASCII(b, pre, pre+n) {
+					t.Fatalf("pre %d n %d: non-ASCII byte at %d missed", pre, n, i)
+				}
+				b[pre+i] = 'a'
+			}
+		}
+	}
+}
