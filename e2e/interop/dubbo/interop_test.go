@@ -391,7 +391,9 @@ func TestMutatedAttachments(t *testing.T) {
 			return nil, nil
 		},
 		Response: func(f codecs.Frame) error {
-			if f.Kind() != codecs.KindResponse {
+			// Error responses too: the provider reports exceptions with status 20 and a
+			// body that can carry attachments.
+			if !f.Kind().IsResponse() {
 				return nil
 			}
 			return f.SetHeader("x-meltemi-resp", "r1")
@@ -449,11 +451,30 @@ func TestMutatedAttachments(t *testing.T) {
 	if atts["x-meltemi-resp"] != "r1" {
 		t.Errorf("relayed response attachments %v lack x-meltemi-resp=r1", atts)
 	}
+
+	// The provider's exception response to an unknown method, mutated.
+	missing := echoRequest("x")
+	missing.Method = "NoSuchMethod"
+	f, err = raw.roundTrip(10, missing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, atts, err = f.result()
+	if _, ok := isRemote(err); !ok {
+		t.Errorf("unknown method answered %v, want an exception", err)
+	}
+	if atts["x-meltemi-resp"] != "r1" {
+		t.Errorf("relayed exception response attachments %v lack x-meltemi-resp=r1", atts)
+	}
+	var s string
+	if err := call(conn, nil, "NoSuchMethod", []any{"x"}, &s); err == nil || !strings.Contains(err.Error(), "NoSuchMethod") {
+		t.Errorf("dubbo-go call of a missing method through mutations: %q, %v", s, err)
+	}
 }
 
 // TestRawClient: requests encoded with dubbo-go-hessian2 by the raw client, including a null
-// service version, a POJO, a non-string attachment, a large argument and several requests
-// in one write, are decoded by the relay and answered by the provider.
+// service version, a POJO, a non-string attachment, a one-way request, a large argument and
+// several requests in one write, are decoded by the relay and answered by the provider.
 func TestRawClient(t *testing.T) {
 	proxy := codecproxy.Start(t, newCodec(t), providerAddr, idOffset, codecproxy.Hooks{})
 	raw := dialRaw(t, proxy.Addr)
@@ -487,6 +508,16 @@ func TestRawClient(t *testing.T) {
 		t.Errorf("Greet = %#v", v)
 	}
 
+	// A one-way request, then a two-way one: only the second is answered.
+	if err := raw.send(mustFrame(onewayFrame(3, echoRequest("oneway")))); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := raw.roundTrip(4, echoRequest("after oneway")); err != nil {
+		t.Fatal(err)
+	} else if v, _, err := f.result(); err != nil || v != "after oneway" {
+		t.Errorf("Echo after a one-way request = %v, %v", v, err)
+	}
+
 	// Several requests in one write, one of them larger than any single read.
 	big := strings.Repeat("0123456789abcdef", 200<<10/16)
 	var frames [][]byte
@@ -517,9 +548,20 @@ func TestRawClient(t *testing.T) {
 		t.Errorf("no responses to ids %v", want)
 	}
 
+	oneway := ofKind(proxy.Requests(), codecs.KindOneway)
+	if len(oneway) != 1 || oneway[0].ID != 3 {
+		t.Errorf("relay decoded one-way requests %+v, want one with id 3", oneway)
+	} else {
+		checkAttrs(t, "one-way request", oneway[0], map[string]string{"service": echoInterface, "method": "Echo"})
+	}
+	for _, r := range proxy.Responses() {
+		if r.ID == 3+idOffset {
+			t.Errorf("the provider answered the one-way request: %+v", r)
+		}
+	}
 	reqs := ofKind(proxy.Requests(), codecs.KindRequest)
-	if len(reqs) != 7 {
-		t.Fatalf("relay decoded %d requests, want 7", len(reqs))
+	if len(reqs) != 8 {
+		t.Fatalf("relay decoded %d requests, want 8", len(reqs))
 	}
 	checkAttrs(t, "null-version request", reqs[0], map[string]string{
 		"service": echoInterface, "method": "Echo", "version": "", "param_types": "Ljava/lang/String;",

@@ -60,6 +60,16 @@ func requestFrame(id uint64, r rawRequest) ([]byte, error) {
 	return frame(flagRequest|flagTwoWay|hessian2ID, 0, id, e.Buffer()), nil
 }
 
+// onewayFrame encodes a request without the two-way flag: the provider sends no response.
+func onewayFrame(id uint64, r rawRequest) ([]byte, error) {
+	b, err := requestFrame(id, r)
+	if err != nil {
+		return nil, err
+	}
+	b[2] &^= flagTwoWay
+	return b, nil
+}
+
 // heartbeatFrame is a two-way event request with a null body, as Dubbo clients send.
 func heartbeatFrame(id uint64) []byte {
 	return frame(flagRequest|flagTwoWay|flagEvent|hessian2ID, 0, id, []byte{'N'})
