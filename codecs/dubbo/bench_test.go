@@ -7,6 +7,7 @@ import (
 	hessian2 "github.com/apache/dubbo-go-hessian2"
 
 	"github.com/meltemi-mesh/meltemi/codecs"
+	"github.com/meltemi-mesh/meltemi/codecs/codectest"
 )
 
 // benchRequest is a ~1 KiB request as dubbo-go writes one: a string, an int, an object with
@@ -117,4 +118,8 @@ func BenchmarkMutationEncode(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func codectestSampleForBench(tb testing.TB) codectest.Sample {
+	return codectest.Sample{Name: "benchmark request", Bytes: benchRequest(tb)}
 }

@@ -737,3 +737,43 @@ func TestChunkedAndSurrogateKeys(t *testing.T) {
 		t.Errorf("attachments after mutation %#v", atts)
 	}
 }
+
+// The attributes of every hessian2 request sample agree with a full decode of its body by
+// dubbo-go-hessian2: the built-in fields, and every string attachment as a header.
+func TestAttributesAgreeWithFullDecode(t *testing.T) {
+	for _, smp := range append(samples(t), codectestSampleForBench(t)) {
+		f := decode(t, smp.Bytes)
+		if !f.isRequest() || !f.hessian {
+			continue
+		}
+		vs := bodyValues(t, smp.Bytes)
+		for i, name := range fieldNames {
+			want, _ := vs[i].(string) // a null version decodes as nil: ""
+			if got, ok := f.Attribute(name); !ok || got != want {
+				t.Errorf("%s: %s = %q, full decode %q", smp.Name, name, got, want)
+			}
+		}
+		atts, ok := vs[len(vs)-1].(map[any]any)
+		if !ok {
+			t.Fatalf("%s: last value %T", smp.Name, vs[len(vs)-1])
+		}
+		headers := map[string]string{}
+		f.RangeHeaders(func(k, v string) bool { headers[k] = v; return true })
+		want := map[string]string{}
+		for k, v := range atts {
+			ks, ok1 := k.(string)
+			vs, ok2 := v.(string)
+			if ok1 && ok2 {
+				want[ks] = vs
+			}
+		}
+		if len(headers) != len(want) {
+			t.Errorf("%s: headers %v, full decode %v", smp.Name, headers, want)
+		}
+		for k, v := range want {
+			if headers[k] != v {
+				t.Errorf("%s: header %q = %q, full decode %q", smp.Name, k, headers[k], v)
+			}
+		}
+	}
+}
