@@ -44,8 +44,8 @@
 // than once, the last one counts (as for Java's and Go's decoders, which fill a map), and a
 // key whose value is not a string (including null) is not a header. RangeHeaders yields
 // headers in wire order. Responses of type 3, 4 and 5 (with attachments) have headers too,
-// and no built-in attributes. Frames of other serializations, heartbeats and non-OK
-// responses have no attributes at all.
+// but no built-in attributes: every name is looked up among their attachments. Frames of
+// other serializations, heartbeats and non-OK responses have no attributes at all.
 //
 // Real clients write these bodies in more than one way, and all are accepted: compact, short
 // and long string forms and chunked strings, surrogate pairs (Java's two 3-byte sequences, or
