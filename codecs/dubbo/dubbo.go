@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"unsafe"
 
 	"github.com/meltemi-mesh/meltemi/codecs"
 	"github.com/meltemi-mesh/meltemi/codecs/dubbo/internal/hessian"
@@ -112,12 +113,55 @@ func (c *conn) Decode(buf []byte) (codecs.Frame, int, error) {
 	if int64(len(buf)) < size {
 		return nil, 0, nil
 	}
-	f := &frame{b: make([]byte, size), maxFrame: c.maxFrame, respType: -1}
+	f := newFrame(int(size))
 	copy(f.b, buf)
+	f.maxFrame, f.respType = c.maxFrame, -1
 	if err := f.classify(); err != nil {
 		return nil, 0, err
 	}
 	return f, int(size), nil
+}
+
+// newFrame returns a frame with room for n bytes. Frames up to 4 KiB, most RPCs, share one
+// allocation with their bytes, in a buffer at most twice their size: on the decode path the
+// number of allocations costs more than their size (measured here, one 1.4 KB object takes
+// about 60% of the time of a 256-byte and a 1 KB one).
+func newFrame(n int) *frame {
+	switch {
+	case n <= 64:
+		return frameWithBuffer[[64]byte](n)
+	case n <= 128:
+		return frameWithBuffer[[128]byte](n)
+	case n <= 256:
+		return frameWithBuffer[[256]byte](n)
+	case n <= 512:
+		return frameWithBuffer[[512]byte](n)
+	case n <= 768:
+		return frameWithBuffer[[768]byte](n)
+	case n <= 1024:
+		return frameWithBuffer[[1024]byte](n)
+	case n <= 1536:
+		return frameWithBuffer[[1536]byte](n)
+	case n <= 2048:
+		return frameWithBuffer[[2048]byte](n)
+	case n <= 3072:
+		return frameWithBuffer[[3072]byte](n)
+	case n <= 4096:
+		return frameWithBuffer[[4096]byte](n)
+	}
+	return &frame{b: make([]byte, n)}
+}
+
+// frameWithBuffer allocates a frame and a byte array A together; A must be a byte array of
+// at least n bytes. The frame's bytes point into the array, which keeps the whole object
+// alive as long as the frame or any string pointing into its bytes is.
+func frameWithBuffer[A any](n int) *frame {
+	p := new(struct {
+		frame
+		buf A
+	})
+	p.b = unsafe.Slice((*byte)(unsafe.Pointer(&p.buf)), n)
+	return &p.frame
 }
 
 func (c *conn) AppendHeartbeatReply(dst []byte, hb codecs.Frame) ([]byte, error) {

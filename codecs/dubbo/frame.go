@@ -43,14 +43,12 @@ const (
 	valRefs              // list, map, object, class definition: may anchor references
 )
 
-// entry is one key/value pair of an attachments map, as body offsets: the key, the value,
-// and the end of the value. Strings are read again from their offsets when asked for, which
-// costs next to nothing for the common compact ASCII form and keeps entries small.
-type entry struct {
-	start, valAt, end int32
-	keyIsString       bool
-	kind              uint8
-}
+// entry is one key/value pair of an attachments map, as the body offsets of its key and of
+// its value. Entries are contiguous, so one ends where the next starts (the last one at the
+// map's closing 'Z'); what the key and value are is read from their tags, and strings are
+// read again from their offsets when asked for, which costs next to nothing for the common
+// compact ASCII form. Eight bytes an entry keep the inline array small.
+type entry struct{ start, valAt int32 }
 
 // Where the attachments are, relative to the rest of the body.
 const (
@@ -192,13 +190,37 @@ func (f *frame) str(at int32) string {
 
 func (f *frame) field(i int) string { return f.str(f.fieldAt[i]) }
 
+func (f *frame) keyIsString(e *entry) bool { return hessian.IsStringTag(f.body()[e.start]) }
+
+// valueKind classifies the value of e by its tag.
+func (f *frame) valueKind(e *entry) uint8 {
+	switch tag := f.body()[e.valAt]; {
+	case hessian.IsStringTag(tag):
+		return valString
+	case tag == hessian.TagNull:
+		return valNull
+	case hessian.DefinesRefs(tag):
+		return valRefs
+	}
+	return valScalar
+}
+
+// entryEnd is the body offset just past entry i: where the next one starts, or the map's
+// closing 'Z'.
+func (f *frame) entryEnd(i int) int32 {
+	if ents := f.att.ents; i+1 < len(ents) {
+		return ents[i+1].start
+	}
+	return int32(f.att.end - 1)
+}
+
 // keyIs reports whether e's key is the string name, without building the key when its
 // bytes are plain.
 func (f *frame) keyIs(e *entry, name string) bool {
-	if !e.keyIsString {
+	body := f.body()
+	if !hessian.IsStringTag(body[e.start]) {
 		return false
 	}
-	body := f.body()
 	data, dataEnd, _, plain, _, _ := hessian.StringSpan(body, int(e.start))
 	if plain {
 		return dataEnd-data == len(name) && string(body[data:dataEnd]) == name
@@ -375,7 +397,6 @@ func (f *frame) parseMap(r *hessian.Reader, off, before int) error {
 		e := entry{start: int32(p)}
 		if hessian.IsStringTag(body[p]) {
 			_, _, p, _, _, err = hessian.StringSpan(body, p)
-			e.keyIsString = true
 		} else {
 			p, err = r.Skip(p)
 		}
@@ -386,24 +407,14 @@ func (f *frame) parseMap(r *hessian.Reader, off, before int) error {
 			return malformed("attachment without a value")
 		}
 		e.valAt = int32(p)
-		switch tag := body[p]; {
-		case hessian.IsStringTag(tag):
-			e.kind = valString
+		if hessian.IsStringTag(body[p]) {
 			_, _, p, _, _, err = hessian.StringSpan(body, p)
-		case tag == hessian.TagNull:
-			e.kind = valNull
-			p++
-		default:
-			e.kind = valScalar
-			if hessian.DefinesRefs(tag) {
-				e.kind = valRefs
-			}
+		} else {
 			p, err = r.Skip(p)
 		}
 		if err != nil {
 			return malformed("attachment value: %v", err)
 		}
-		e.end = int32(p)
 		ents = append(ents, e)
 	}
 }
@@ -492,7 +503,7 @@ func (f *frame) Attribute(name string) (string, bool) {
 	ents := f.att.ents
 	for i := len(ents) - 1; i >= 0; i-- {
 		if e := &ents[i]; f.keyIs(e, name) {
-			if e.kind != valString {
+			if f.valueKind(e) != valString {
 				return "", false
 			}
 			return f.str(e.valAt), true
@@ -519,14 +530,14 @@ func (f *frame) RangeHeaders(fn func(name, value string) bool) {
 	if len(ents) > 32 {
 		last = make(map[string]int, len(ents))
 		for i := range ents {
-			if ents[i].keyIsString {
+			if f.keyIsString(&ents[i]) {
 				last[f.str(ents[i].start)] = i
 			}
 		}
 	}
 	for i := range ents {
 		e := &ents[i]
-		if !e.keyIsString || e.kind != valString {
+		if !f.keyIsString(e) || f.valueKind(e) != valString {
 			continue
 		}
 		key := f.str(e.start)
@@ -608,7 +619,7 @@ func (f *frame) appendMutated(dst []byte) ([]byte, error) {
 	for i := range a.ents {
 		e := &a.ents[i]
 		if m := f.mutationFor(e); m != nil {
-			if e.kind == valRefs {
+			if f.valueKind(e) == valRefs {
 				verb := "set"
 				if m.del {
 					verb = "delete"
@@ -647,7 +658,7 @@ func (f *frame) appendMutated(dst []byte) ([]byte, error) {
 		m := f.mutationFor(e)
 		switch {
 		case m == nil:
-			dst = append(dst, body[e.start:e.end]...)
+			dst = append(dst, body[e.start:f.entryEnd(i)]...)
 		case !m.del:
 			dst = append(dst, body[e.start:e.valAt]...)
 			dst = hessian.AppendString(dst, m.value)
