@@ -371,3 +371,27 @@ func TestTHeaderInfo(t *testing.T) {
 		t.Errorf("unknown info section lost: % x", block)
 	}
 }
+
+// A non-strict name that starts (or whose bare method starts) with a byte that also starts a
+// framed or THeader stream would make detection of the peer's reply ambiguous.
+func TestNonStrictNameMustBeUnambiguous(t *testing.T) {
+	c, err := Factory{}.New(codecs.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"svc:\x00echo", "\x0fecho", "e\x01cho", "svc:\x80echo"} {
+		msg := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
+		msg = append(msg, name...)
+		msg = append(msg, 1, 0, 0, 0, 9, 0) // CALL, seqid 9, empty struct
+		if _, _, err := c.NewConn().Decode(msg); !errors.Is(err, codecs.ErrMalformed) {
+			t.Errorf("name %q: err %v, want ErrMalformed", name, err)
+		}
+	}
+	msg := binary.BigEndian.AppendUint32(nil, 8)
+	msg = append(msg, "svc:echo"...)
+	msg = append(msg, 1, 0, 0, 0, 9, 0)
+	f, _, err := c.NewConn().Decode(msg)
+	if err != nil || f == nil {
+		t.Fatalf("plain non-strict name: frame %v err %v", f != nil, err)
+	}
+}

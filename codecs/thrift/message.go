@@ -3,6 +3,7 @@ package thrift
 import (
 	"encoding/binary"
 	"math"
+	"unicode/utf8"
 
 	"github.com/meltemi-mesh/meltemi/codecs"
 )
@@ -176,6 +177,9 @@ func parseHeader(b []byte, want protocol, v variant, complete bool, limit int) (
 			return h, err
 		}
 		h.nameOff, h.nameLen = 4, n
+		if err := checkNonStrictName(b[4 : 4+n]); err != nil {
+			return h, err
+		}
 		h.typ = b[4+n]
 		if err := checkType(h.typ); err != nil {
 			return h, err
@@ -187,6 +191,23 @@ func parseHeader(b []byte, want protocol, v variant, complete bool, limit int) (
 		return h, malformed("first byte %#02x starts no binary or compact message", b0)
 	}
 	return h, nil
+}
+
+// checkNonStrictName rejects old-binary names that would make transport detection ambiguous.
+// Unframed non-strict messages are told apart from framed ones by the first name byte (see
+// detectTransport), and an error reply names the bare method after a "Service:" prefix, so
+// no byte of the name may be a control byte and the name must be UTF-8: then neither the
+// name nor any suffix after ':' starts with 0x00, 0x0f or a 0x80/0x82 protocol byte.
+func checkNonStrictName(name []byte) error {
+	for _, c := range name {
+		if c < 0x20 {
+			return malformed("non-strict binary message name has control byte %#02x", c)
+		}
+	}
+	if !utf8.Valid(name) {
+		return malformed("non-strict binary message name is not UTF-8")
+	}
+	return nil
 }
 
 func checkType(t uint8) error {
