@@ -1,0 +1,224 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/meltemi-mesh/meltemi/codecs"
+	"github.com/meltemi-mesh/meltemi/plugin/engine/lb"
+)
+
+// Config is one filter configuration: a protocol, routes and clusters. It mirrors the
+// plugin's protobuf API (plugin/api) field for field; the adapter translates one into the
+// other. Zero values mean the documented defaults.
+type Config struct {
+	// Codec decodes and encodes the protocol. Required.
+	Codec codecs.Codec
+	// Routes are tried in order; the first whose matches all hold routes the request.
+	Routes []Route
+	// Clusters are the destinations routes name.
+	Clusters []Cluster
+	// IdleTimeout closes a downstream connection that has no request in flight and has sent
+	// nothing for this long. 0 disables it.
+	IdleTimeout time.Duration
+}
+
+// Route sends the requests it matches to a cluster.
+type Route struct {
+	// Name identifies the route in logs.
+	Name string
+	// Match lists conditions on request attributes; all must hold. None matches every
+	// request.
+	Match []AttributeMatch
+	// Cluster is the destination, or WeightedClusters splits traffic; exactly one is set.
+	Cluster          string
+	WeightedClusters []WeightedCluster
+	// Timeout bounds the time from receiving a request to its response. When it expires the
+	// client gets a timeout error reply and a late response is dropped. 0 disables it.
+	Timeout time.Duration
+	// RequestHeaders and ResponseHeaders change headers (Dubbo attachments, THeader headers)
+	// of requests and responses through the codec.
+	RequestHeaders  HeaderMutation
+	ResponseHeaders HeaderMutation
+	// OnewayMethods names methods that get no response although they arrive as two-way
+	// requests: apache/thrift clients send oneway functions as CALL messages, so only the
+	// IDL knows. Such requests are forwarded and nothing waits for their answer.
+	OnewayMethods []string
+}
+
+// WeightedCluster is one destination of a traffic split.
+type WeightedCluster struct {
+	Cluster string
+	Weight  uint32
+}
+
+// MatchKind says how an AttributeMatch compares.
+type MatchKind uint8
+
+// Match kinds.
+const (
+	MatchExact   MatchKind = iota // the attribute equals Value
+	MatchPrefix                   // the attribute starts with Value
+	MatchRegex                    // the whole attribute matches the RE2 expression Value
+	MatchPresent                  // the attribute is present, whatever its value
+)
+
+func (k MatchKind) String() string {
+	switch k {
+	case MatchExact:
+		return "exact"
+	case MatchPrefix:
+		return "prefix"
+	case MatchRegex:
+		return "regex"
+	case MatchPresent:
+		return "present"
+	}
+	return fmt.Sprintf("match(%d)", uint8(k))
+}
+
+// AttributeMatch is a condition on one request attribute (see package codecs for names).
+// An absent attribute matches no kind but is inverted like any other result.
+type AttributeMatch struct {
+	Name   string
+	Kind   MatchKind
+	Value  string
+	Invert bool
+}
+
+// HeaderMutation sets and removes headers; removals apply before sets.
+type HeaderMutation struct {
+	Set    []Header
+	Remove []string
+}
+
+// Header is a name and a value.
+type Header struct{ Name, Value string }
+
+// Cluster is a set of endpoints with a load-balancing policy and connection limits.
+type Cluster struct {
+	Name      string
+	Endpoints []Endpoint
+	// LB is the load-balancing policy; HashAttributes are the attributes whose values the
+	// hashing policies hash (a request with none of them is balanced at random).
+	LB             lb.Policy
+	HashAttributes []string
+	// RingSize and MaglevTableSize tune the hashing policies; 0 means lb's defaults.
+	RingSize        int
+	MaglevTableSize int
+	// ConnectionsPerEndpoint is how many multiplexed upstream connections each endpoint
+	// gets per protocol mode; 0 means 1.
+	ConnectionsPerEndpoint int
+	// MaxPendingRequests bounds requests waiting for a connection to be established, and
+	// MaxRequests requests in flight (waiting included), over the whole cluster; beyond
+	// them requests get an over-limit error. 0 means 1024 each (Envoy's defaults).
+	MaxPendingRequests int
+	MaxRequests        int
+	// ConnectTimeout bounds one connection attempt; 0 means 5s.
+	ConnectTimeout time.Duration
+	// MaxConnectAttempts is how many endpoints a request may try when connections fail
+	// (the first included); 0 means 3.
+	MaxConnectAttempts int
+}
+
+// Endpoint is one upstream address.
+type Endpoint struct {
+	// Address is "ip:port": Envoy's ORIGINAL_DST cluster dials it as given.
+	Address string
+	// Weight is the endpoint's relative share; 0 means 1.
+	Weight uint32
+	// Labels are kept for subset selection and logs.
+	Labels map[string]string
+}
+
+// Defaults applied to zero Cluster fields.
+const (
+	DefaultMaxPendingRequests = 1024
+	DefaultMaxRequests        = 1024
+	DefaultConnectTimeout     = 5 * time.Second
+	DefaultConnectAttempts    = 3
+)
+
+// Options are the engine's links to its host.
+type Options struct {
+	// Dialer opens upstream connections. Required.
+	Dialer Dialer
+	// Logger receives errors that concern no single reply (panics, mutation failures,
+	// decode errors). nil discards.
+	Logger *slog.Logger
+}
+
+func compileClusters(cfg []Cluster) (map[string]*cluster, error) {
+	out := make(map[string]*cluster, len(cfg))
+	for i := range cfg {
+		c := &cfg[i]
+		if c.Name == "" {
+			return nil, fmt.Errorf("cluster %d: empty name", i)
+		}
+		if _, dup := out[c.Name]; dup {
+			return nil, fmt.Errorf("cluster %q defined twice", c.Name)
+		}
+		cl, err := newCluster(c)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", c.Name, err)
+		}
+		out[c.Name] = cl
+	}
+	return out, nil
+}
+
+func newCluster(c *Cluster) (*cluster, error) {
+	if c.ConnectionsPerEndpoint < 0 || c.MaxPendingRequests < 0 || c.MaxRequests < 0 ||
+		c.ConnectTimeout < 0 || c.MaxConnectAttempts < 0 {
+		return nil, errors.New("negative limit")
+	}
+	if c.LB.Hashing() && len(c.HashAttributes) == 0 {
+		return nil, fmt.Errorf("%v needs hash attributes", c.LB)
+	}
+	cl := &cluster{
+		name:           c.Name,
+		hashAttrs:      append([]string(nil), c.HashAttributes...),
+		conns:          orDefault(c.ConnectionsPerEndpoint, 1),
+		maxPending:     int64(orDefault(c.MaxPendingRequests, DefaultMaxPendingRequests)),
+		maxRequests:    int64(orDefault(c.MaxRequests, DefaultMaxRequests)),
+		connectTimeout: orDefault(c.ConnectTimeout, DefaultConnectTimeout),
+		maxAttempts:    orDefault(c.MaxConnectAttempts, DefaultConnectAttempts),
+	}
+	seen := make(map[string]bool, len(c.Endpoints))
+	lbEps := make([]lb.Endpoint, len(c.Endpoints))
+	for i, e := range c.Endpoints {
+		ap, err := netip.ParseAddrPort(e.Address)
+		if err != nil {
+			return nil, fmt.Errorf("endpoint %q: want ip:port: %w", e.Address, err)
+		}
+		addr := ap.String()
+		if seen[addr] {
+			return nil, fmt.Errorf("endpoint %s listed twice", addr)
+		}
+		seen[addr] = true
+		cl.eps = append(cl.eps, &endpoint{addr: addr, cl: cl})
+		lbEps[i] = lb.Endpoint{Key: addr, Weight: e.Weight}
+	}
+	if len(cl.eps) > 0 {
+		b, err := lb.New(c.LB, lbEps, lb.Options{
+			Load:       func(i int) int64 { return cl.eps[i].active.Load() },
+			RingSize:   c.RingSize,
+			MaglevSize: c.MaglevTableSize,
+		})
+		if err != nil {
+			return nil, err
+		}
+		cl.bal = b
+	}
+	return cl, nil
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v == 0 {
+		return def
+	}
+	return v
+}

@@ -1,0 +1,61 @@
+// Package engine is Meltemi's host-agnostic proxy engine: for each downstream connection it
+// decodes requests with a codec, routes them on their attributes, balances them over the
+// endpoints of a cluster, multiplexes them over upstream connections shared by every
+// connection of the engine, and maps responses back. It knows nothing of Envoy or cgo: the
+// host (plugin/envoy) implements the small interfaces of host.go over Envoy's callbacks.
+//
+// # Request path
+//
+// Session.OnData decodes every complete frame in the bytes received (a partial frame waits
+// for more; many frames in one read are handled in order). A request goes to the first route
+// whose matches all hold (no route: a no_route error reply); the route names a cluster or a
+// weighted split; the cluster's balancer picks an endpoint. Each endpoint has one pool per
+// codec mode (Codec Conn.Mode: a Thrift framed stream and a THeader stream never share a
+// connection) with ConnectionsPerEndpoint multiplexed connections. The pool rewrites the
+// request id to one it allocated, so that requests of different clients never collide, and
+// restores the client's id on the response. Requests wait, encoded, while a connection is
+// established; they are written once it is ready, never before.
+//
+// Local replies use the codec's protocol-correct errors: over_limit when the cluster's
+// MaxRequests or MaxPendingRequests is reached, timeout when the route timeout expires (the
+// late response is dropped), unavailable when connects fail on MaxConnectAttempts endpoints
+// or when an upstream connection closes with requests in flight, internal when a header
+// mutation is refused by the codec, no_healthy_upstream for a cluster without endpoints.
+// Heartbeats are answered locally, from clients and from upstream servers. Oneway requests
+// (KindOneway, or a method listed in Route.OnewayMethods) are forwarded and nothing waits
+// for them. A decode error gets an error reply where the protocol can address one without a
+// request, then the connection is closed. When a client closes, its requests in flight are
+// cancelled and their responses dropped. A session idle for Config.IdleTimeout (no bytes
+// and nothing in flight) is closed.
+//
+// # Threading contract with the host
+//
+// Envoy calls into Go synchronously on its worker threads, and a call that blocks stalls
+// every connection of that worker. The engine therefore never blocks on the network: every
+// method returns after bounded work under short locks. In turn the host must honour:
+//
+//   - Session.OnData and Session.OnClose are called on the downstream connection's worker,
+//     never concurrently for one session; OnClose at most once, nothing after it.
+//   - UpstreamHandler methods are called on the upstream connection's worker, which is in
+//     general another thread than the downstream's (Envoy picks it round-robin): sessions
+//     and pools have locks for that reason. Never concurrently for one connection.
+//   - Data slices passed in are only read during the call; the engine copies what it keeps.
+//   - Downstream.Write/Close and UpstreamConn.Write/Close may be called from any goroutine,
+//     with engine locks held: they must copy the bytes, post the work, return at once, and
+//     never call back into the engine (Envoy's DownstreamWrite and UpstreamWrite copy and
+//     post). The engine never writes an empty slice (Envoy's Go API panics on one) and never
+//     writes to an upstream before its OnReady.
+//   - Dialer.Dial must not call the handler before it returns.
+//
+// Timers (route timeouts, connect timeouts, idle timeouts) run on Go's timer goroutines.
+// Every entry point, timers included, recovers from panics: a panic in a session closes that
+// session (after an error reply to the request being handled, if the codec can build one), a
+// panic in an upstream callback closes that upstream connection and fails its requests; the
+// process lives and Stats.Panics counts it. Stats are atomic counters, read with
+// Engine.Stats.
+//
+// # Limits of this version
+//
+// Pools multiplex: the codecs must have request ids (Dubbo and Thrift do). A ping-pong pool
+// for protocols without ids is not written yet. Request ids on the wire are 32-bit.
+package engine
