@@ -60,12 +60,18 @@ type dial struct {
 type fakeDialer struct {
 	mu    sync.Mutex
 	dials []dial
+	// auto, when set, completes each dial on a goroutine of its own, as a host's worker
+	// would.
+	auto func(d dial)
 }
 
 func (f *fakeDialer) Dial(addr string, h UpstreamHandler) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.dials = append(f.dials, dial{addr, h})
+	if f.auto != nil {
+		go f.auto(dial{addr, h})
+	}
 }
 
 func (f *fakeDialer) count() int {

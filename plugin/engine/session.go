@@ -38,7 +38,9 @@ func (e *Engine) NewSession(down Downstream) *Session {
 	e.stats.activeSessions.Add(1)
 	e.stats.totalSessions.Add(1)
 	if e.idle > 0 {
+		s.mu.Lock() // onIdle reads s.idle under the lock
 		s.idle = time.AfterFunc(e.idle, s.onIdle)
+		s.mu.Unlock()
 	}
 	return s
 }
