@@ -199,7 +199,7 @@ func newCluster(c *Cluster) (*cluster, error) {
 			return nil, fmt.Errorf("endpoint %s listed twice", addr)
 		}
 		seen[addr] = true
-		cl.eps = append(cl.eps, &endpoint{addr: addr, cl: cl})
+		cl.eps = append(cl.eps, &endpoint{idx: i, addr: addr, cl: cl})
 		lbEps[i] = lb.Endpoint{Key: addr, Weight: e.Weight}
 	}
 	if len(cl.eps) > 0 {

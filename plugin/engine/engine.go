@@ -111,8 +111,9 @@ type cluster struct {
 	queued atomic.Int64 // requests waiting for a connection
 }
 
-// pick chooses an endpoint for f, avoiding exclude when another exists. nil: no endpoint.
-func (cl *cluster) pick(f codecs.Frame, exclude *endpoint) *endpoint {
+// pick chooses an endpoint for f, avoiding the endpoints whose index bits are set in tried
+// while others remain. nil: no endpoint.
+func (cl *cluster) pick(f codecs.Frame, tried uint64) *endpoint {
 	if len(cl.eps) == 0 {
 		return nil
 	}
@@ -129,14 +130,19 @@ func (cl *cluster) pick(f codecs.Frame, exclude *endpoint) *endpoint {
 		}
 	}
 	i := cl.bal.Pick(h, hashed)
-	if cl.eps[i] == exclude {
-		i = (i + 1) % len(cl.eps)
+	if tried != 0 {
+		// Retries walk on from the balancer's choice to the next endpoint not tried yet
+		// (only the first 64 endpoints are tracked).
+		for n := 0; n < len(cl.eps) && i < 64 && tried&(1<<i) != 0; n++ {
+			i = (i + 1) % len(cl.eps)
+		}
 	}
 	return cl.eps[i]
 }
 
 // endpoint is one upstream address of a cluster, with its pools, one per protocol mode.
 type endpoint struct {
+	idx    int // in cluster.eps
 	addr   string
 	cl     *cluster
 	active atomic.Int64 // for least request

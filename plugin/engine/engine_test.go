@@ -379,3 +379,55 @@ func TestConfigErrors(t *testing.T) {
 		t.Error("no dialer: accepted")
 	}
 }
+
+// Streams of different codec modes (framed and unframed Thrift here) never share an
+// upstream connection, and each gets its replies in its own framing.
+func TestPoolsPerMode(t *testing.T) {
+	c := thriftCodec(t)
+	e, d := newEngine(t, oneCluster(c, Route{}, Cluster{}))
+	framed, unframed := newClient(t, e), newClient(t, e)
+	framed.send(call("m", 1))
+	unframed.send(call("m", 1)[4:]) // the same message without the frame length
+	framed.send(call("m", 2))
+	if d.count() != 2 {
+		t.Fatalf("%d dials, want one per mode", d.count())
+	}
+	for i := range 2 {
+		srv := d.ready(t, i, c)
+		for _, r := range srv.requests() {
+			resp := replyTo(t, r, "ok")
+			if srv.conn.Mode() == "unframed/binary" {
+				resp = resp[4:]
+			}
+			srv.h.OnData(resp)
+		}
+	}
+	if n := len(framed.replies()); n != 2 {
+		t.Fatalf("framed client got %d replies, want 2", n)
+	}
+	f := unframed.one()
+	if f.RequestID() != 1 || unframed.conn.Mode() != "unframed/binary" {
+		t.Fatalf("unframed client got id %d in mode %q", f.RequestID(), unframed.conn.Mode())
+	}
+}
+
+func TestRetriesTryEachEndpointOnce(t *testing.T) {
+	c := thriftCodec(t)
+	eps := []Endpoint{{Address: "10.0.0.1:1"}, {Address: "10.0.0.2:1"}, {Address: "10.0.0.3:1"}}
+	e, d := newEngine(t, oneCluster(c, Route{}, Cluster{Endpoints: eps, MaxConnectAttempts: 5}))
+	cl := newClient(t, e)
+	cl.send(call("m", 1))
+	seen := map[string]bool{}
+	for i := 0; i < d.count(); i++ {
+		dl := d.get(t, i)
+		if seen[dl.addr] && len(seen) < 3 {
+			t.Fatalf("dial %d went back to %s before trying every endpoint", i, dl.addr)
+		}
+		seen[dl.addr] = true
+		dl.h.OnFailure(FailureRemote)
+	}
+	if d.count() != 5 || len(seen) != 3 {
+		t.Fatalf("%d dials over %d endpoints, want 5 over 3", d.count(), len(seen))
+	}
+	cl.wantError(1, codecs.ReasonUnavailable)
+}

@@ -40,6 +40,7 @@ type pending struct {
 	ep         *endpoint
 	pool       *pool
 	attempts   int
+	tried      uint64 // bit i: endpoint i failed to connect
 	prev, next *pending
 	linked     bool
 

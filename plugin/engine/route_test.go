@@ -126,11 +126,11 @@ func TestLoadBalancingPolicies(t *testing.T) {
 			for i := range 300 {
 				user := fmt.Sprint("u", i%30)
 				f := decodeOne(t, c, dubboRequest(t, 1, "S", "", "m", map[string]string{"x-user": user}))
-				ep := cc.pick(f, nil)
+				ep := cc.pick(f, 0)
 				seen[ep.addr]++
 				if p.Hashing() {
 					for range 3 {
-						if again := cc.pick(f, nil); again != ep {
+						if again := cc.pick(f, 0); again != ep {
 							t.Fatalf("user %s went to %s then %s", user, ep.addr, again.addr)
 						}
 					}
@@ -142,7 +142,7 @@ func TestLoadBalancingPolicies(t *testing.T) {
 			// A request without the hash attribute is still balanced.
 			if p.Hashing() {
 				f := decodeOne(t, c, dubboRequest(t, 1, "S", "", "m", nil))
-				if cc.pick(f, nil) == nil {
+				if cc.pick(f, 0) == nil {
 					t.Fatal("no endpoint without a hash key")
 				}
 			}

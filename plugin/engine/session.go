@@ -143,13 +143,13 @@ func (s *Session) route(f codecs.Frame) {
 	if r.timeout > 0 {
 		p.deadline = s.lastActive + int64(r.timeout)
 	}
-	s.forward(p, nil)
+	s.forward(p)
 }
 
-// forward sends p to an endpoint of its cluster other than exclude (if there is another).
+// forward sends p to an endpoint of its cluster, one it has not tried yet if any remain.
 // The session lock is held.
-func (s *Session) forward(p *pending, exclude *endpoint) {
-	ep := p.cl.pick(p.req, exclude)
+func (s *Session) forward(p *pending) {
+	ep := p.cl.pick(p.req, p.tried)
 	if ep == nil {
 		s.fail(p, codecs.ReasonNoHealthyUpstream, "cluster "+p.cl.name+" has no endpoints")
 		return
@@ -304,10 +304,13 @@ func (s *Session) retry(p *pending, ep *endpoint) {
 	s.unlink(p)
 	s.cur, s.curID = p.req, p.origID
 	p.attempts++
+	if ep.idx < 64 {
+		p.tried |= 1 << ep.idx
+	}
 	if p.attempts >= p.cl.maxAttempts || len(p.cl.eps) < 2 {
 		s.fail(p, codecs.ReasonUnavailable, "cannot connect to upstream "+ep.addr)
 	} else {
-		s.forward(p, ep)
+		s.forward(p)
 	}
 	s.cur = nil
 	s.flush()
