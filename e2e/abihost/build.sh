@@ -1,0 +1,11 @@
+#!/bin/sh
+# Builds the abihost test fixture. Usage: build.sh [OUTPUT]
+# OUTPUT defaults to $HOME/.cache/meltemi/abihost/abihost (outside the repo).
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-${HOME}/.cache/meltemi/abihost/abihost}
+mkdir -p "$(dirname "$out")"
+# -rdynamic exports the envoyGo* host functions the Go plugin resolves at run time.
+${CC:-gcc} -std=c17 -O2 -g -Wall -Wextra -Werror -rdynamic -pthread \
+  -o "$out.tmp.$$" "$here/csrc/abihost.c" -ldl -lpthread
+mv "$out.tmp.$$" "$out"
