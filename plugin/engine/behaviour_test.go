@@ -354,3 +354,21 @@ func TestPanicRecovery(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+type panicNewConn struct{ codecs.Codec }
+
+func (panicNewConn) NewConn() codecs.Conn { panic("no conn for you") }
+
+func TestPanicInNewSession(t *testing.T) {
+	e, _ := newEngine(t, oneCluster(panicNewConn{thriftCodec(t)}, Route{}, Cluster{}))
+	d := &fakeDown{}
+	s := e.NewSession(d)
+	if !d.isClosed() {
+		t.Fatal("session without codec state left open")
+	}
+	s.OnData(call("m", 1)) // ignored, no panic
+	s.OnClose()
+	if st := e.Stats(); st.Panics != 1 || st.ActiveSessions != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}

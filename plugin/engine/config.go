@@ -130,7 +130,8 @@ type Endpoint struct {
 	Address string
 	// Weight is the endpoint's relative share; 0 means 1.
 	Weight uint32
-	// Labels are kept for subset selection and logs.
+	// Labels describe the endpoint (version, zone...). The engine does not use them yet;
+	// they are part of the API for subset load balancing.
 	Labels map[string]string
 }
 

@@ -33,16 +33,28 @@ type Session struct {
 }
 
 // NewSession starts a session for a new downstream connection; the engine writes to down.
+// If the codec panics while creating its connection state, the session is returned closed
+// and down is closed.
 func (e *Engine) NewSession(down Downstream) *Session {
-	s := &Session{e: e, down: down, conn: e.codec.NewConn(), lastActive: e.now()}
+	s := &Session{e: e, down: down, lastActive: e.now()}
 	e.stats.activeSessions.Add(1)
 	e.stats.totalSessions.Add(1)
+	if !s.newConn() {
+		return s
+	}
 	if e.idle > 0 {
 		s.mu.Lock() // onIdle reads s.idle under the lock
 		s.idle = time.AfterFunc(e.idle, s.onIdle)
 		s.mu.Unlock()
 	}
 	return s
+}
+
+// newConn creates the codec state; a panic closes the session.
+func (s *Session) newConn() (ok bool) {
+	defer s.recoverPanic("new session")
+	s.conn = s.e.codec.NewConn()
+	return true
 }
 
 // OnData handles bytes from the client: it decodes every complete frame and keeps the rest
