@@ -337,8 +337,14 @@ func (s *Session) onIdle() {
 		return
 	}
 	quiet := time.Duration(s.e.now() - s.lastActive)
-	if s.inflight > 0 || quiet < s.e.idle {
-		s.idle.Reset(s.e.idle - min(quiet, s.e.idle-time.Millisecond))
+	switch {
+	case s.inflight > 0:
+		// Not idle while waiting for responses; look again a full period later (a response
+		// sets lastActive, so the connection gets a whole period after it).
+		s.idle.Reset(s.e.idle)
+		return
+	case quiet < s.e.idle:
+		s.idle.Reset(s.e.idle - quiet)
 		return
 	}
 	s.e.stats.idleTimeouts.Add(1)
