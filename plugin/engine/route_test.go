@@ -166,3 +166,42 @@ func TestLeastRequestAvoidsBusyEndpoint(t *testing.T) {
 		t.Fatalf("in flight %d and %d, want a near-even split of 40", a, b)
 	}
 }
+
+// Dubbo requests route on interface, version, method and attachments, end to end.
+func TestDubboRouting(t *testing.T) {
+	c := dubboCodec(t)
+	ep := func(a string) []Endpoint { return []Endpoint{{Address: a}} }
+	const svc = "org.apache.dubbo.sample.EchoService"
+	cfg := Config{Codec: c,
+		Routes: []Route{
+			{Name: "canary", Cluster: "v2", Match: []AttributeMatch{{Name: "x-canary", Kind: MatchPresent}}},
+			{Name: "v2", Cluster: "v2", Match: []AttributeMatch{
+				{Name: "interface", Kind: MatchExact, Value: svc}, {Name: "version", Kind: MatchExact, Value: "2.0.0"}}},
+			{Name: "echo", Cluster: "v1", Match: []AttributeMatch{{Name: "method", Kind: MatchRegex, Value: "[Ee]cho"}}},
+		},
+		Clusters: []Cluster{{Name: "v1", Endpoints: ep("10.0.0.1:20880")}, {Name: "v2", Endpoints: ep("10.0.0.2:20880")}},
+	}
+	e, _ := newEngine(t, cfg)
+	for _, tc := range []struct {
+		version, method string
+		atts            map[string]string
+		want            string
+	}{
+		{"", "Echo", nil, "echo"},
+		{"2.0.0", "Echo", nil, "v2"},
+		{"1.0.0", "echo", map[string]string{"x-canary": ""}, "canary"},
+		{"1.0.0", "Other", nil, ""},
+	} {
+		f := decodeOne(t, c, dubboRequest(t, 1, svc, tc.version, tc.method, tc.atts))
+		got := ""
+		if r := e.match(f); r != nil {
+			got = r.name
+		}
+		if got != tc.want {
+			t.Errorf("version %q method %q atts %v: route %q, want %q", tc.version, tc.method, tc.atts, got, tc.want)
+		}
+	}
+	cl := newClient(t, e)
+	cl.send(dubboRequest(t, 9, svc, "1.0.0", "Other", nil))
+	cl.wantError(9, codecs.ReasonNoRoute)
+}
