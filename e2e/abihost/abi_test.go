@@ -131,6 +131,12 @@ func TestEachListenerHasItsOwnConfig(t *testing.T) {
 	if got := dial(t, h.listeners[2]).call("cfg"); got != "cfg " {
 		t.Errorf("no plugin_config: %q", got)
 	}
+	// One envoyGoFilterOnNetworkFilterConfig call per listener, ids from 1.
+	for i, id := range []string{"1", "2", "3"} {
+		if want := fmt.Sprintf("listener 127.0.0.1:0 plugin abitest config_id %s", id); !strings.Contains(strings.Split(h.stderr.String(), "\n")[i], want) {
+			t.Errorf("config call %d: want %q in\n%s", i, want, h.stderr)
+		}
+	}
 }
 
 func TestManyConnectionsOnSeveralWorkers(t *testing.T) {
@@ -220,6 +226,10 @@ func TestGoWritesGoThroughOnWrite(t *testing.T) {
 	if got := c.call("gecho from-goroutine"); got != ">from-goroutine" {
 		t.Errorf("write from a goroutine: %q", got)
 	}
+	c.send("reuse")
+	if a, b := c.line(), c.line(); a != "first" || b != "again" {
+		t.Errorf("writes from one reused Go buffer: %q, %q; the host must copy at call time", a, b)
+	}
 }
 
 func TestCloseTypes(t *testing.T) {
@@ -299,6 +309,9 @@ func TestCallsAfterTheFilterIsGone(t *testing.T) {
 	c.send("id gone", "late")
 	c.call("echo sync")
 	c.c.Close()
+	if got := trace(t, h.listeners[0], "gone-closed"); got != "write=0 getfs=-2" {
+		t.Errorf("calls during the close event: %q, want a write accepted (then dropped) and CAPIFilterIsDestroy", got)
+	}
 	if got := trace(t, h.listeners[0], "gone-late"); got != "write=-1 close=-1 info=-1 getfs=-1" {
 		t.Errorf("calls after the filter is destroyed: %q, want CAPIFilterIsGone everywhere", got)
 	}
@@ -476,6 +489,40 @@ func TestUpstreamRoundRobinAndData(t *testing.T) {
 	c.send("u close")
 	if got := c.line(); got != "uevent 4 e=0" {
 		t.Errorf("upstream remote close: %q", got)
+	}
+	// Closed upstreams are finalized by Go's GC and the host deletes their
+	// wrappers on their workers; open ones must not be. Go sets the finalizer
+	// on a tiny new(int), which the runtime may never finalize while its
+	// 16-byte block is shared, so only "at least one" is certain.
+	var wrappers []string
+	for _, l := range strings.Split(h.stderr.String(), "\n") {
+		if strings.Contains(l, "upstream "+be.ln.Addr().String()+" ready") {
+			wrappers = append(wrappers, fields(l)["wrapper"])
+		}
+	}
+	closed := map[string]bool{wrappers[3]: true, wrappers[4]: true}
+	finalized := func() []string {
+		var ws []string
+		for _, l := range strings.Split(h.stderr.String(), "\n") {
+			if strings.Contains(l, "upstream finalize wrapper=") {
+				ws = append(ws, fields(l)["wrapper"])
+			}
+		}
+		return ws
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(finalized()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no closed upstream finalized\n%s", h.stderr)
+		}
+		if got := c.call("gc"); got != "gc done" {
+			t.Fatalf("gc: %q", got)
+		}
+	}
+	for _, w := range finalized() {
+		if !closed[w] {
+			t.Errorf("upstream wrapper %s finalized while open", w)
+		}
 	}
 }
 

@@ -547,7 +547,9 @@ static void dconn_update_events(struct dconn *d) {
 
 static void dconn_raise_close(struct dconn *d, int event, bool reset) {
   if (d->closed) return;
+  pthread_mutex_lock(&d->mu);  // filter-state calls read closed_ from Go threads
   d->closed = true;
+  pthread_mutex_unlock(&d->mu);
   if (d->fd >= 0) {
     if (reset) set_linger_reset(d->fd);
     close(d->fd);

@@ -184,6 +184,13 @@ func (c *conn) OnEvent(e api.ConnectionEvent) {
 		c.relay.closeDown()
 	}
 	if late {
+		// Closed but not yet destroyed: writes are accepted and dropped,
+		// filter state reports CAPIFilterIsDestroy.
+		b := []byte("closing\n")
+		w := C.envoyGoFilterDownstreamWrite(c.wrapper, unsafe.Pointer(&b[0]), C.int(len(b)), 0)
+		key, value := "k", ""
+		gf := C.envoyGoFilterGetFilterState(c.wrapper, unsafe.Pointer(&key), unsafe.Pointer(&value))
+		traces.Store(name+"-closed", fmt.Sprintf("write=%d getfs=%d", w, gf))
 		go c.lateCalls(name)
 	}
 }
@@ -254,6 +261,11 @@ func (c *conn) command(line string) {
 			c.cb.Write(chunk, false)
 		}
 		c.cb.Close(api.ConnectionCloseType(atoi(f[0])))
+	case "reuse": // two writes from one buffer, changed in between: the host must copy
+		b := []byte("first\n")
+		c.cb.Write(b, false)
+		copy(b, "again\n")
+		c.cb.Write(b, false)
 	case "writeend": // a write with end_stream set
 		c.cb.Write([]byte("end\n"), true)
 	case "dropnext": // the next OnWrite returns StopIteration
