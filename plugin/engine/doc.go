@@ -54,8 +54,24 @@
 // process lives and Stats.Panics counts it. Stats are atomic counters, read with
 // Engine.Stats.
 //
+// # Sharing
+//
+// Pools belong to an Engine, and an Engine to a filter configuration: the host keeps one
+// Engine per configuration, so every downstream connection of it, on every worker, shares
+// the same upstream connections. A new configuration is a new Engine (Engine.Close releases
+// the old one's connections).
+//
 // # Limits of this version
 //
-// Pools multiplex: the codecs must have request ids (Dubbo and Thrift do). A ping-pong pool
-// for protocols without ids is not written yet. Request ids on the wire are 32-bit.
+//   - Pools multiplex, so codecs must have request ids (Dubbo and Thrift do); a ping-pong
+//     pool for protocols without ids is not written yet. Ids on the wire are 32-bit.
+//   - Circuit-breaker limits are checked and counted with atomics per cluster, without a
+//     cluster-wide lock: concurrent requests on different endpoints may overshoot a limit
+//     by a few.
+//   - The engine answers heartbeats but sends none: an upstream server that closes idle
+//     connections (Dubbo providers do after three missed heartbeats) closes them, and the
+//     next request opens a new one. Nothing is in flight on an idle connection.
+//   - A connection that fails is not ejected: the next request may dial it again (its
+//     requests then retry elsewhere).
+//   - Endpoint labels are accepted but not used (subset load balancing comes later).
 package engine
