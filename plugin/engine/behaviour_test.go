@@ -372,3 +372,45 @@ func TestPanicInNewSession(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+func TestOddFramesFromClients(t *testing.T) {
+	c := thriftCodec(t)
+	cfg := Config{Codec: c,
+		Routes:   []Route{{Match: []AttributeMatch{{Name: "method", Value: "void"}}, Cluster: "empty"}, {Cluster: "c"}},
+		Clusters: []Cluster{{Name: "empty"}, {Name: "c", Endpoints: []Endpoint{{Address: "10.0.0.1:1"}}}}}
+	e, d := newEngine(t, cfg)
+	cl := newClient(t, e)
+	// A reply from a client answers nothing: dropped.
+	cl.send(reply("m", 1, "x"))
+	// A oneway request that cannot be delivered gets no reply either.
+	cl.send(thriftMsg(tOneway, "void", 2, stringField(1, "x")))
+	if fs := cl.replies(); len(fs) != 0 || d.count() != 0 || cl.down.isClosed() {
+		t.Fatalf("%d replies, %d dials, closed %v", len(fs), d.count(), cl.down.isClosed())
+	}
+	if st := e.Stats(); st.LocalReplies[codecs.ReasonNoHealthyUpstream] != 1 || st.Oneway != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// The session still works.
+	cl.send(call("m", 3))
+	if d.count() != 1 {
+		t.Fatal("request after odd frames not forwarded")
+	}
+}
+
+func TestDubboDecodeError(t *testing.T) {
+	c := dubboCodec(t)
+	e, _ := newEngine(t, oneCluster(c, Route{}, Cluster{}))
+	cl := newClient(t, e)
+	cl.send(dubboRequest(t, 1, "S", "", "m", nil)[:20]) // a partial frame waits
+	if cl.down.isClosed() {
+		t.Fatal("partial frame treated as an error")
+	}
+	cl2 := newClient(t, e)
+	cl2.send([]byte("GET / HTTP/1.1\r\n\r\n"))
+	if !cl2.down.isClosed() {
+		t.Fatal("HTTP on a Dubbo listener accepted")
+	}
+	if st := e.Stats(); st.DecodeErrors != 1 {
+		t.Fatalf("decode errors %d", st.DecodeErrors)
+	}
+}
