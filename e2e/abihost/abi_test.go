@@ -99,8 +99,8 @@ func TestLoadFailuresAreClear(t *testing.T) {
 }
 
 func TestDownstreamSequenceAndInfo(t *testing.T) {
-	h := startHost(t, 2, nil, listener{cfg: "prefix=>> "})
-	c := dial(t, h.listeners[0])
+	h := startHost(t, 2, 0, listener{cfg: "prefix=>> "})
+	c := dial(t, h.Listeners[0])
 	// OnDownstreamConnection, then Connected (2) at once, then the data.
 	if got := c.call("events"); got != "events new,event2,data" {
 		t.Errorf("first callbacks: %q", got)
@@ -109,12 +109,12 @@ func TestDownstreamSequenceAndInfo(t *testing.T) {
 		t.Errorf("echo: %q", got)
 	}
 	tid := fields(c.call("tid"))
-	if tid["new"] != tid["connected"] || tid["new"] != tid["data"] || !contains(h.workers, atoi(t, tid["data"])) {
-		t.Errorf("downstream callbacks must all run on one worker %v: %v", h.workers, tid)
+	if tid["new"] != tid["connected"] || tid["new"] != tid["data"] || !contains(h.Workers, atoi(t, tid["data"])) {
+		t.Errorf("downstream callbacks must all run on one worker %v: %v", h.Workers, tid)
 	}
 	info := fields(c.call("info"))
-	if info["local"] != h.listeners[0] || info["remote"] != c.c.LocalAddr().String() {
-		t.Errorf("info %v, want local %s remote %s", info, h.listeners[0], c.c.LocalAddr())
+	if info["local"] != h.Listeners[0] || info["remote"] != c.c.LocalAddr().String() {
+		t.Errorf("info %v, want local %s remote %s", info, h.Listeners[0], c.c.LocalAddr())
 	}
 	if got := c.call("cfg"); got != "cfg prefix=>> " {
 		t.Errorf("config: %q", got)
@@ -122,13 +122,13 @@ func TestDownstreamSequenceAndInfo(t *testing.T) {
 }
 
 func TestEachListenerHasItsOwnConfig(t *testing.T) {
-	h := startHost(t, 1, nil, listener{cfg: "prefix=A:"}, listener{cfg: "prefix=B:"}, listener{noConfig: true})
+	h := startHost(t, 1, 0, listener{cfg: "prefix=A:"}, listener{cfg: "prefix=B:"}, listener{noConfig: true})
 	for i, want := range []string{"A:x", "B:x", "x"} {
-		if got := dial(t, h.listeners[i]).call("echo x"); got != want {
+		if got := dial(t, h.Listeners[i]).call("echo x"); got != want {
 			t.Errorf("listener %d: %q, want %q", i, got, want)
 		}
 	}
-	if got := dial(t, h.listeners[2]).call("cfg"); got != "cfg " {
+	if got := dial(t, h.Listeners[2]).call("cfg"); got != "cfg " {
 		t.Errorf("no plugin_config: %q", got)
 	}
 	// One envoyGoFilterOnNetworkFilterConfig call per listener, ids from 1.
@@ -140,7 +140,7 @@ func TestEachListenerHasItsOwnConfig(t *testing.T) {
 }
 
 func TestManyConnectionsOnSeveralWorkers(t *testing.T) {
-	h := startHost(t, 3, nil, listener{cfg: "prefix=e:"})
+	h := startHost(t, 3, 0, listener{cfg: "prefix=e:"})
 	const conns, msgs = 120, 20
 	var mu sync.Mutex
 	seen := map[int]int{}
@@ -150,7 +150,7 @@ func TestManyConnectionsOnSeveralWorkers(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := net.Dial("tcp", h.listeners[0])
+			c, err := net.Dial("tcp", h.Listeners[0])
 			if err != nil {
 				errs <- err
 				return
@@ -194,15 +194,15 @@ func TestManyConnectionsOnSeveralWorkers(t *testing.T) {
 		t.Errorf("all %d connections ran on one worker: %v", conns, seen)
 	}
 	for tid := range seen {
-		if !contains(h.workers, tid) {
-			t.Errorf("callback on thread %d, not a worker %v", tid, h.workers)
+		if !contains(h.Workers, tid) {
+			t.Errorf("callback on thread %d, not a worker %v", tid, h.Workers)
 		}
 	}
 }
 
 func TestMultiSliceDataAndLargeWrites(t *testing.T) {
-	h := startHost(t, 2, nil, listener{cfg: ""})
-	c := dial(t, h.listeners[0])
+	h := startHost(t, 2, 0, listener{cfg: ""})
+	c := dial(t, h.Listeners[0])
 	big := strings.Repeat("0123456789abcdef", 40000) // 640 KiB: many 16 KiB slices
 	if got := c.call("echo " + big); got != big {
 		t.Errorf("large echo: got %d bytes, want %d", len(got), len(big))
@@ -210,8 +210,8 @@ func TestMultiSliceDataAndLargeWrites(t *testing.T) {
 }
 
 func TestGoWritesGoThroughOnWrite(t *testing.T) {
-	h := startHost(t, 2, nil, listener{cfg: "prefix=>"})
-	c := dial(t, h.listeners[0])
+	h := startHost(t, 2, 0, listener{cfg: "prefix=>"})
+	c := dial(t, h.Listeners[0])
 	c.call("echo a")
 	c.call("echo bb")
 	// Writes are posted: they reach OnWrite only after OnData returns, so
@@ -233,10 +233,10 @@ func TestGoWritesGoThroughOnWrite(t *testing.T) {
 }
 
 func TestCloseTypes(t *testing.T) {
-	h := startHost(t, 2, nil, listener{cfg: ""})
+	h := startHost(t, 2, 0, listener{cfg: ""})
 	for typ := 0; typ <= 4; typ++ {
 		name := fmt.Sprintf("close%d", typ)
-		c := dial(t, h.listeners[0])
+		c := dial(t, h.Listeners[0])
 		c.send("id "+name, fmt.Sprintf("close %d", typ))
 		_, err := c.expectEOF()
 		if typ == 4 {
@@ -246,16 +246,16 @@ func TestCloseTypes(t *testing.T) {
 		} else if err != nil {
 			t.Errorf("close type %d: %v", typ, err)
 		}
-		if got := trace(t, h.listeners[0], name); got != "new,event2,data,event1" {
+		if got := trace(t, h.Listeners[0], name); got != "new,event2,data,event1" {
 			t.Errorf("close type %d: trace %q, want LocalClose last", typ, got)
 		}
 	}
 }
 
 func TestWriteManyThenClose(t *testing.T) {
-	h := startHost(t, 2, nil, listener{cfg: ""})
+	h := startHost(t, 2, 0, listener{cfg: ""})
 	for _, typ := range []int{0, 2} {
-		c := dial(t, h.listeners[0])
+		c := dial(t, h.Listeners[0])
 		c.send(fmt.Sprintf("writeclose %d 500 2000", typ))
 		got, err := c.expectEOF()
 		if err != nil || len(got) != 500*2000 {
@@ -265,61 +265,61 @@ func TestWriteManyThenClose(t *testing.T) {
 }
 
 func TestWriteEndStream(t *testing.T) {
-	h := startHost(t, 1, nil, listener{cfg: ""})
-	c := dial(t, h.listeners[0])
+	h := startHost(t, 1, 0, listener{cfg: ""})
+	c := dial(t, h.Listeners[0])
 	c.send("id wend", "writeend")
 	got, err := c.expectEOF()
 	if err != nil || string(got) != "end\n" {
 		t.Errorf("end_stream write: %q %v", got, err)
 	}
 	c.c.Close()
-	if got := trace(t, h.listeners[0], "wend"); got != "new,event2,data,event0" {
+	if got := trace(t, h.Listeners[0], "wend"); got != "new,event2,data,event0" {
 		t.Errorf("trace %q", got)
 	}
 }
 
 func TestPeerFinAndReset(t *testing.T) {
-	h := startHost(t, 2, nil, listener{cfg: ""})
+	h := startHost(t, 2, 0, listener{cfg: ""})
 	// FIN: data arrives with end_stream=false, then RemoteClose; the posted
 	// reply is dropped because the connection is closed by then.
-	c := dial(t, h.listeners[0])
+	c := dial(t, h.Listeners[0])
 	c.send("id fin", "echo x")
 	_ = c.c.CloseWrite()
-	if got := trace(t, h.listeners[0], "fin"); got != "new,event2,data,event0" {
+	if got := trace(t, h.Listeners[0], "fin"); got != "new,event2,data,event0" {
 		t.Errorf("FIN: trace %q", got)
 	}
 	// RST while the host is writing to us.
-	r := dial(t, h.listeners[0])
+	r := dial(t, h.Listeners[0])
 	r.send("id rst", "writeclose 0 200 10000")
 	time.Sleep(20 * time.Millisecond)
 	_ = r.c.SetLinger(0)
 	r.c.Close()
-	if got := trace(t, h.listeners[0], "rst"); !strings.HasPrefix(got, "new,event2,data") || !strings.HasSuffix(got, "event0") && !strings.HasSuffix(got, "event1") {
+	if got := trace(t, h.Listeners[0], "rst"); !strings.HasPrefix(got, "new,event2,data") || !strings.HasSuffix(got, "event0") && !strings.HasSuffix(got, "event1") {
 		t.Errorf("RST: trace %q", got)
 	}
 	h.alive()
-	if got := dial(t, h.listeners[0]).call("echo alive"); got != "alive" {
+	if got := dial(t, h.Listeners[0]).call("echo alive"); got != "alive" {
 		t.Errorf("after a reset: %q", got)
 	}
 }
 
 func TestCallsAfterTheFilterIsGone(t *testing.T) {
-	h := startHost(t, 1, nil, listener{cfg: ""})
-	c := dial(t, h.listeners[0])
+	h := startHost(t, 1, 0, listener{cfg: ""})
+	c := dial(t, h.Listeners[0])
 	c.send("id gone", "late")
 	c.call("echo sync")
 	c.c.Close()
-	if got := trace(t, h.listeners[0], "gone-closed"); got != "write=0 getfs=-2" {
+	if got := trace(t, h.Listeners[0], "gone-closed"); got != "write=0 getfs=-2" {
 		t.Errorf("calls during the close event: %q, want a write accepted (then dropped) and CAPIFilterIsDestroy", got)
 	}
-	if got := trace(t, h.listeners[0], "gone-late"); got != "write=-1 close=-1 info=-1 getfs=-1" {
+	if got := trace(t, h.Listeners[0], "gone-late"); got != "write=-1 close=-1 info=-1 getfs=-1" {
 		t.Errorf("calls after the filter is destroyed: %q, want CAPIFilterIsGone everywhere", got)
 	}
 }
 
 func TestFilterState(t *testing.T) {
-	h := startHost(t, 2, nil, listener{cfg: ""})
-	c := dial(t, h.listeners[0])
+	h := startHost(t, 2, 0, listener{cfg: ""})
+	c := dial(t, h.Listeners[0])
 	c.send("setfs k v1")
 	if got := c.call("getfs k"); got != "fs k=v1 rc=0" {
 		t.Errorf("get on the worker: %q", got)
@@ -341,14 +341,14 @@ func TestFilterState(t *testing.T) {
 		t.Errorf("absent key: %q", got)
 	}
 	// Filter state belongs to the connection.
-	if got := dial(t, h.listeners[0]).call("getfs k"); got != "fs k= rc=0" {
+	if got := dial(t, h.Listeners[0]).call("getfs k"); got != "fs k= rc=0" {
 		t.Errorf("another connection sees %q", got)
 	}
 }
 
 func TestDownstreamFinalize(t *testing.T) {
-	h := startHost(t, 1, nil, listener{cfg: ""})
-	c := dial(t, h.listeners[0])
+	h := startHost(t, 1, 0, listener{cfg: ""})
+	c := dial(t, h.Listeners[0])
 	c.call("echo x")
 	local := c.c.LocalAddr().String()
 	c.c.Close()
@@ -362,7 +362,7 @@ func TestDownstreamFinalize(t *testing.T) {
 		}
 	}
 	// The filter is gone, so Go's finalizer deletes the wrapper inline.
-	g := dial(t, h.listeners[0])
+	g := dial(t, h.Listeners[0])
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(h.stderr.String(), "downstream finalize wrapper="+wrapper+" inline") {
 		if time.Now().After(deadline) {
@@ -448,9 +448,9 @@ func (b *backend) received(s string) bool {
 }
 
 func TestUpstreamRoundRobinAndData(t *testing.T) {
-	h := startHost(t, 2, nil, listener{cfg: ""})
+	h := startHost(t, 2, 0, listener{cfg: ""})
 	be := startBackend(t)
-	c := dial(t, h.listeners[0])
+	c := dial(t, h.Listeners[0])
 	down := atoi(t, fields(c.call("tid"))["data"])
 	var tids []int
 	for i := range 4 {
@@ -462,11 +462,11 @@ func TestUpstreamRoundRobinAndData(t *testing.T) {
 	}
 	other := false
 	for i, tid := range tids {
-		if !contains(h.workers, tid) {
-			t.Errorf("upstream callback on %d, not a worker %v", tid, h.workers)
+		if !contains(h.Workers, tid) {
+			t.Errorf("upstream callback on %d, not a worker %v", tid, h.Workers)
 		}
 		if i > 0 && tid == tids[i-1] {
-			t.Errorf("upstreams %v are not round-robin over workers %v", tids, h.workers)
+			t.Errorf("upstreams %v are not round-robin over workers %v", tids, h.Workers)
 		}
 		other = other || tid != down
 	}
@@ -527,9 +527,9 @@ func TestUpstreamRoundRobinAndData(t *testing.T) {
 }
 
 func TestUpstreamHalfClose(t *testing.T) {
-	h := startHost(t, 2, nil, listener{cfg: ""})
+	h := startHost(t, 2, 0, listener{cfg: ""})
 	be := startBackend(t)
-	c := dial(t, h.listeners[0])
+	c := dial(t, h.Listeners[0])
 	// Without half-close a FIN is data then RemoteClose.
 	c.call("up " + be.ln.Addr().String())
 	c.send("u fin")
@@ -559,8 +559,8 @@ func TestUpstreamHalfClose(t *testing.T) {
 }
 
 func TestUpstreamConnectFailures(t *testing.T) {
-	h := startHost(t, 2, []string{"--connect-timeout-ms", "300"}, listener{cfg: ""})
-	c := dial(t, h.listeners[0])
+	h := startHost(t, 2, 300*time.Millisecond, listener{cfg: ""})
+	c := dial(t, h.Listeners[0])
 	// Refused: a port nobody listens on.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -620,11 +620,11 @@ func fullListener(t *testing.T) string {
 
 func TestRelay(t *testing.T) {
 	be := startBackend(t)
-	h := startHost(t, 2, nil, listener{cfg: "mode=relay;upstream=" + be.ln.Addr().String()})
+	h := startHost(t, 2, 0, listener{cfg: "mode=relay;upstream=" + be.ln.Addr().String()})
 	// Twenty connections open at once, relayed through upstreams on both workers.
 	var cs []*client
 	for range 20 {
-		cs = append(cs, dial(t, h.listeners[0]))
+		cs = append(cs, dial(t, h.Listeners[0]))
 	}
 	for j := range 10 {
 		for i, c := range cs {
@@ -646,7 +646,7 @@ func TestRelay(t *testing.T) {
 }
 
 func TestSIGINTShutsDownCleanly(t *testing.T) {
-	h := startHost(t, 2, nil, listener{cfg: ""})
-	dial(t, h.listeners[0]).call("echo x")
+	h := startHost(t, 2, 0, listener{cfg: ""})
+	dial(t, h.Listeners[0]).call("echo x")
 	h.stop(syscall.SIGINT)
 }

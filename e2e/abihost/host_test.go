@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meltemi-mesh/meltemi/e2e/abihost"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -40,12 +41,16 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// buildAll builds the host, the test plugin and the fake library into a
-// cache directory keyed by the hash of their sources, so that reruns skip
-// the slow c-shared link.
+// buildAll builds the host, the test plugin and the fake library, the last
+// two into a cache directory keyed by the hash of their sources so that
+// reruns skip the slow c-shared link.
 func buildAll() error {
+	var err error
+	if hostBin, err = abihost.Build(); err != nil {
+		return err
+	}
 	h := sha256.New()
-	for _, f := range []string{"csrc/abihost.c", "build.sh", "testdata/plugin/main.go", "testdata/missing/missing.c", "../go.sum"} {
+	for _, f := range []string{"testdata/plugin/main.go", "testdata/missing/missing.c", "../go.sum"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return fmt.Errorf("hash sources: %w", err)
@@ -54,16 +59,11 @@ func buildAll() error {
 		h.Write(b)
 	}
 	fmt.Fprintln(h, runtime.Version())
-	cache := os.Getenv("MELTEMI_CACHE")
-	if cache == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return fmt.Errorf("cache dir: %w", err)
-		}
-		cache = filepath.Join(home, ".cache", "meltemi")
+	cache, err := abihost.CacheDir()
+	if err != nil {
+		return err
 	}
-	dir := filepath.Join(cache, "abihost", hex.EncodeToString(h.Sum(nil))[:16])
-	hostBin = filepath.Join(dir, "abihost")
+	dir := filepath.Join(cache, "abihost", "testplugin-"+hex.EncodeToString(h.Sum(nil))[:16])
 	pluginSO = filepath.Join(dir, "plugin.so")
 	missingSO = filepath.Join(dir, "missing.so")
 	if _, err := os.Stat(filepath.Join(dir, "done")); err == nil {
@@ -73,7 +73,6 @@ func buildAll() error {
 		return fmt.Errorf("cache dir: %w", err)
 	}
 	steps := [][]string{
-		{"./build.sh", hostBin},
 		{"go", "build", "-buildmode=c-shared", "-o", pluginSO, "./testdata/plugin"},
 		{"gcc", "-shared", "-fPIC", "-o", missingSO, "testdata/missing/missing.c"},
 	}
@@ -86,14 +85,11 @@ func buildAll() error {
 	return os.WriteFile(filepath.Join(dir, "done"), nil, 0o644)
 }
 
-// host is a running abihost process.
+// host is a running abihost process with its log.
 type host struct {
-	t         *testing.T
-	cmd       *exec.Cmd
-	listeners []string
-	workers   []int
-	stderr    *syncBuffer
-	done      chan error
+	*abihost.Host
+	t      *testing.T
+	stderr *syncBuffer
 }
 
 type syncBuffer struct {
@@ -113,16 +109,16 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// listener describes one --listen with its plugin config; cfg "" with
-// noConfig true passes no config file at all.
+// listener is one listener's plugin config string; noConfig passes no
+// plugin_config at all.
 type listener struct {
 	cfg      string
 	noConfig bool
 }
 
-// configFile writes the serialized google.protobuf.Any the way Envoy
-// serializes plugin_config.
-func configFile(t *testing.T, s string) string {
+// anyConfig serializes the google.protobuf.Any the way Envoy serializes
+// plugin_config.
+func anyConfig(t *testing.T, s string) []byte {
 	t.Helper()
 	a, err := anypb.New(wrapperspb.String(s))
 	if err != nil {
@@ -132,11 +128,7 @@ func configFile(t *testing.T, s string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(t.TempDir(), "cfg.bin")
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return b
 }
 
 // environ returns the test's environment without GODEBUG, so that every
@@ -151,61 +143,30 @@ func environ() []string {
 	return env
 }
 
-func startHost(t *testing.T, workers int, extra []string, ls ...listener) *host {
+func startHost(t *testing.T, workers int, connectTimeout time.Duration, ls ...listener) *host {
 	t.Helper()
 	if buildError != nil {
 		t.Fatalf("build: %v", buildError)
 	}
-	args := []string{"--library", pluginSO, "--plugin", "abitest", "--workers", strconv.Itoa(workers), "--log-level", "debug"}
-	args = append(args, extra...)
+	o := abihost.Options{
+		Binary: hostBin, Library: pluginSO, Workers: workers, ConnectTimeout: connectTimeout,
+		LogLevel: "debug", Dir: t.TempDir(), Env: environ(),
+	}
 	for _, l := range ls {
-		args = append(args, "--listen", "127.0.0.1:0")
+		al := abihost.Listener{Plugin: "abitest"}
 		if !l.noConfig {
-			args = append(args, "--config-file", configFile(t, l.cfg))
+			al.Config = anyConfig(t, l.cfg)
 		}
+		o.Listeners = append(o.Listeners, al)
 	}
-	cmd := exec.Command(hostBin, args...)
-	cmd.Env = environ()
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
+	h := &host{t: t, stderr: &syncBuffer{}}
+	o.Stderr = h.stderr
+	var err error
+	if h.Host, err = abihost.Start(o); err != nil {
+		t.Fatalf("%v\n%s", err, h.stderr)
 	}
-	h := &host{t: t, cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
-	cmd.Stderr = h.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		ready <- line
-		_, _ = io.Copy(io.Discard, stdout)
-		h.done <- cmd.Wait()
-	}()
-	select {
-	case line := <-ready:
-		if !strings.HasPrefix(line, "ready ") {
-			_ = cmd.Process.Kill()
-			t.Fatalf("host did not get ready: %q\n%s", line, h.stderr)
-		}
-		for _, f := range strings.Fields(line)[1:] {
-			k, v, _ := strings.Cut(f, "=")
-			switch k {
-			case "listeners":
-				h.listeners = strings.Split(v, ",")
-			case "workers":
-				for _, s := range strings.Split(v, ",") {
-					n, _ := strconv.Atoi(s)
-					h.workers = append(h.workers, n)
-				}
-			}
-		}
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatalf("host not ready after 30s\n%s", h.stderr)
-	}
-	if len(h.listeners) != len(ls) || len(h.workers) != workers {
-		t.Fatalf("ready line: listeners %v workers %v", h.listeners, h.workers)
+	if len(h.Workers) != workers {
+		t.Fatalf("workers %v, want %d", h.Workers, workers)
 	}
 	t.Cleanup(func() { h.stop(syscall.SIGTERM) })
 	return h
@@ -214,18 +175,8 @@ func startHost(t *testing.T, workers int, extra []string, ls ...listener) *host 
 // stop signals the host and checks that it shut down cleanly and that
 // nothing panicked in Go along the way.
 func (h *host) stop(sig os.Signal) {
-	if h.cmd.ProcessState != nil {
-		return
-	}
-	_ = h.cmd.Process.Signal(sig)
-	select {
-	case err := <-h.done:
-		if err != nil {
-			h.t.Errorf("host exit after %v: %v\n%s", sig, err, h.stderr)
-		}
-	case <-time.After(10 * time.Second):
-		_ = h.cmd.Process.Kill()
-		h.t.Errorf("host did not exit after %v\n%s", sig, h.stderr)
+	if err := h.Signal(sig); err != nil {
+		h.t.Errorf("%v\n%s", err, h.stderr)
 	}
 	if s := h.stderr.String(); strings.Contains(s, "panic") || strings.Contains(s, "fatal error") {
 		h.t.Errorf("host stderr shows a Go failure:\n%s", s)
@@ -235,11 +186,8 @@ func (h *host) stop(sig os.Signal) {
 // alive fails the test if the host process has exited.
 func (h *host) alive() {
 	h.t.Helper()
-	select {
-	case err := <-h.done:
-		h.done <- err
+	if exited, err := h.Exited(); exited {
 		h.t.Fatalf("host exited: %v\n%s", err, h.stderr)
-	default:
 	}
 }
 
