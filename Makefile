@@ -51,14 +51,18 @@ fuzz:
 	  done; \
 	done
 
-# Regenerates committed generated code (Thrift IDL bindings used by the interop tests).
+GENERATED := 'plugin/api/*.pb.go' e2e/interop/thrift/gen-go
+
+# Regenerates committed generated code: the plugin's protobuf API and the Thrift IDL
+# bindings used by the interop tests.
 generate:
+	TOOLS_DIR=$(TOOLS_DIR) hack/protoc.sh
 	cd e2e/interop/thrift && ./generate.sh
 
 # Fails when committed generated code is stale.
 check-generated: generate
-	@if [ -n "$$(git status --porcelain -- e2e/interop/thrift/gen-go)" ]; then \
-	  echo "generated code is stale: run 'make generate' and commit"; git status --porcelain -- e2e/interop/thrift/gen-go; exit 1; fi
+	@if [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
+	  echo "generated code is stale: run 'make generate' and commit"; git status --porcelain -- $(GENERATED); exit 1; fi
 
 clean:
 	$(GO) clean -testcache
