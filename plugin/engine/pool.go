@@ -230,13 +230,14 @@ func (pl *pool) cancel(p *pending) bool {
 	return pl.remove(p)
 }
 
-// take removes and returns the request a response with upstream id id answers, if u holds
-// it.
+// take removes and returns the request a response with upstream id id answers, if it was
+// written on u. A request taken here is referenced by nothing of the pool any more (it is
+// in no queue), which lets the session reuse it.
 func (pl *pool) take(id uint64, u *upstream) *pending {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	p := pl.inflight[uint32(id)]
-	if p == nil || uint64(p.upID) != id || p.up != u {
+	if p == nil || uint64(p.upID) != id || p.up != u || p.state != stSent {
 		return nil
 	}
 	pl.remove(p)

@@ -28,6 +28,7 @@ type Session struct {
 	cur        codecs.Frame // the request being handled, for an error reply after a panic
 	curID      uint64       // its id as the client sent it
 	head       *pending     // requests waiting for a response
+	spare      *pending     // a finished request to reuse
 	inflight   int
 	lastActive int64
 }
@@ -141,7 +142,13 @@ func (s *Session) route(f codecs.Frame) {
 		s.localReply(f, codecs.ReasonNoRoute, "no route matches")
 		return
 	}
-	p := &pending{s: s, req: f, origID: f.RequestID(), route: r, cl: r.pickCluster(), heapIdx: -1,
+	p := s.spare
+	if p != nil {
+		s.spare = nil
+	} else {
+		p = new(pending)
+	}
+	*p = pending{s: s, req: f, origID: f.RequestID(), route: r, cl: r.pickCluster(), heapIdx: -1,
 		oneway: f.Kind() == codecs.KindOneway || r.isOneway(f)}
 	if p.oneway {
 		e.stats.oneway.Add(1)
@@ -267,6 +274,11 @@ func (s *Session) deliver(p *pending, resp codecs.Frame) {
 	s.writeResponse(p, resp)
 	s.cur = nil
 	s.flush()
+	// Nothing references p now (see pool.take): keep it for the next request, which saves an
+	// allocation per request. Timed-out or failed requests are left to the GC: a queue of a
+	// connection being established may still point at them.
+	*p = pending{}
+	s.spare = p
 }
 
 func (s *Session) writeResponse(p *pending, resp codecs.Frame) {
