@@ -431,3 +431,20 @@ func TestRetriesTryEachEndpointOnce(t *testing.T) {
 	}
 	cl.wantError(1, codecs.ReasonUnavailable)
 }
+
+func TestEngineCloseWhileConnecting(t *testing.T) {
+	c := thriftCodec(t)
+	e, d := newEngine(t, oneCluster(c, Route{}, Cluster{}))
+	cl := newClient(t, e)
+	cl.send(call("m", 1), thriftMsg(tOneway, "n", 2, stringField(1, "x")))
+	e.Close()
+	cl.wantError(1, codecs.ReasonUnavailable)
+	late := d.ready(t, 0, c)
+	if !late.closed || len(late.requests()) != 0 {
+		t.Fatal("connection completed after Close was used")
+	}
+	d.get(t, 0).h.OnFailure(FailureRemote) // a stray report changes nothing
+	if st := e.Stats(); st.UpstreamConnectFailures != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}

@@ -371,11 +371,11 @@ func (u *upstream) onConnectTimeout() {
 func (u *upstream) failConnect(why string) {
 	pl := u.p
 	var retry []*pending
-	func() {
+	failed := func() bool {
 		pl.mu.Lock()
 		defer pl.mu.Unlock()
 		if u.state != upConnecting {
-			return
+			return false // a late report after a connect timeout, or the pool closed
 		}
 		u.state = upClosed
 		if pl.conns[u.slot] == u {
@@ -388,7 +388,11 @@ func (u *upstream) failConnect(why string) {
 		}
 		u.queued, u.qbuf = nil, nil
 		pl.e.stats.connectFailures.Add(1)
+		return true
 	}()
+	if !failed {
+		return
+	}
 	pl.e.log.Info("meltemi engine: upstream connection failed", "addr", pl.ep.addr, "why", why, "requests", len(retry))
 	for _, p := range retry {
 		p.s.retry(p, pl.ep)
