@@ -9,7 +9,8 @@
 // plugin_config: an xds.type.v3.TypedStruct whose type_url names
 // meltemi.plugin.v1alpha1.FilterConfig and whose value holds this message in its JSON form
 // (proto field names, as in Envoy's YAML). Unknown fields and values of the wrong type are
-// errors: a filter with an invalid configuration answers every request with an error.
+// errors: a filter whose configuration is invalid logs why, and answers each connection with
+// a protocol error where the codec can, then closes it.
 
 package apiv1alpha1
 
