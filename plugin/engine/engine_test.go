@@ -447,4 +447,7 @@ func TestEngineCloseWhileConnecting(t *testing.T) {
 	if st := e.Stats(); st.UpstreamConnectFailures != 0 {
 		t.Fatalf("stats %+v", st)
 	}
+	if cc := e.clusters["c"]; cc.queued.Load() != 0 || cc.active.Load() != 0 {
+		t.Fatalf("queued %d active %d after Close", cc.queued.Load(), cc.active.Load())
+	}
 }

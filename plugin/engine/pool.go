@@ -298,19 +298,36 @@ func (pl *pool) close() {
 			if u.connectTimer != nil {
 				u.connectTimer.Stop()
 			}
+			for _, p := range u.queued {
+				if !p.oneway && p.state == stQueued {
+					held = append(held, p) // to be answered; in inflight too
+				}
+			}
+			u.dropQueued()
 			u.state = upClosed
 			pl.conns[i] = nil
 		}
 		for _, p := range pl.inflight {
-			held = append(held, p)
+			if p.state == stSent {
+				held = append(held, p)
+			}
 		}
-		for _, p := range held {
+		for _, p := range pl.inflight {
 			pl.remove(p)
 		}
 	}()
 	for _, p := range held {
 		p.s.failed(p, codecs.ReasonUnavailable, "upstream pool closed")
 	}
+}
+
+// dropQueued forgets the requests waiting for u (oneway ones included, which nobody
+// answers). The pool lock is held.
+func (u *upstream) dropQueued() {
+	for _, p := range u.queued {
+		u.p.remove(p)
+	}
+	u.queued, u.qbuf = nil, nil
 }
 
 // OnReady writes the requests queued while connecting.
@@ -507,7 +524,7 @@ func (u *upstream) closed(closeConn bool) {
 		for _, p := range lost {
 			pl.remove(p)
 		}
-		u.queued, u.qbuf = nil, nil
+		u.dropQueued()
 	}()
 	for _, p := range lost {
 		p.s.failed(p, codecs.ReasonUnavailable, "upstream "+pl.ep.addr+" closed")
