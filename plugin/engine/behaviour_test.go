@@ -414,3 +414,29 @@ func TestDubboDecodeError(t *testing.T) {
 		t.Fatalf("decode errors %d", st.DecodeErrors)
 	}
 }
+
+func TestRefusing(t *testing.T) {
+	c := thriftCodec(t)
+	e := Refusing(c, "invalid configuration: no routes", nil)
+	cl := newClient(t, e)
+	cl.send(call("m", 3), call("m", 4))
+	cl.wantError(3, codecs.ReasonInternal)
+	if !cl.down.isClosed() {
+		t.Fatal("connection left open")
+	}
+	if !bytes.Contains(cl.down.bytes(), []byte("invalid configuration")) {
+		t.Fatal("reply does not say why")
+	}
+	// Without a codec the connection is closed at once.
+	e = Refusing(nil, "unknown protocol", nil)
+	d := &fakeDown{}
+	s := e.NewSession(d)
+	s.OnData([]byte("x"))
+	if !d.isClosed() || len(d.bytes()) != 0 {
+		t.Fatal("codec-less refusal wrote or stayed open")
+	}
+	s.OnClose()
+	if st := e.Stats(); st.ActiveSessions != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}

@@ -25,6 +25,8 @@ type Engine struct {
 	start    time.Time
 	stats    counters
 	closed   atomic.Bool
+	// refuse, when set, is why every request is refused (see Refusing).
+	refuse string
 }
 
 // New compiles cfg. Every error names the route, cluster or field at fault.
@@ -56,6 +58,17 @@ func New(cfg Config, opts Options) (*Engine, error) {
 		cl.e = e
 	}
 	return e, nil
+}
+
+// Refusing returns an engine for a filter whose configuration is invalid: each session
+// answers its first request with an internal error carrying msg (where the codec can build
+// one) and closes its connection. codec may be nil when even the protocol is unknown; the
+// connection is then closed at the first bytes. logger may be nil.
+func Refusing(codec codecs.Codec, msg string, logger *slog.Logger) *Engine {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Engine{codec: codec, refuse: msg, log: logger, start: time.Now()}
 }
 
 // now is the monotonic time since the engine started, in nanoseconds.

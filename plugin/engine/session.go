@@ -54,7 +54,9 @@ func (e *Engine) NewSession(down Downstream) *Session {
 // newConn creates the codec state; a panic closes the session.
 func (s *Session) newConn() (ok bool) {
 	defer s.recoverPanic("new session")
-	s.conn = s.e.codec.NewConn()
+	if s.e.codec != nil {
+		s.conn = s.e.codec.NewConn()
+	}
 	return true
 }
 
@@ -68,6 +70,11 @@ func (s *Session) OnData(data []byte) {
 		return
 	}
 	s.lastActive = s.e.now()
+	if s.conn == nil {
+		// A refusing engine without a codec.
+		s.shutdown(true)
+		return
+	}
 	buf := data
 	if len(s.rbuf) > 0 {
 		s.rbuf = append(s.rbuf, data...)
@@ -137,6 +144,12 @@ func (s *Session) handle(f codecs.Frame) {
 func (s *Session) route(f codecs.Frame) {
 	e := s.e
 	e.stats.requests.Add(1)
+	if e.refuse != "" {
+		s.localReply(f, codecs.ReasonInternal, e.refuse)
+		s.flush()
+		s.shutdown(true)
+		return
+	}
 	r := e.match(f)
 	if r == nil {
 		s.localReply(f, codecs.ReasonNoRoute, "no route matches")
