@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os/exec"
 	"sort"
@@ -649,4 +650,59 @@ func TestSIGINTShutsDownCleanly(t *testing.T) {
 	h := startHost(t, 2, 0, listener{cfg: ""})
 	dial(t, h.Listeners[0]).call("echo x")
 	h.stop(syscall.SIGINT)
+}
+
+// BenchmarkRelayPingPong measures one 1 KiB request and reply relayed through
+// the host and the test plugin (downstream -> upstream on another worker ->
+// backend echo and back), per connection in parallel.
+func BenchmarkRelayPingPong(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	h := startHost(b, 2, 0, listener{cfg: "mode=relay;upstream=" + ln.Addr().String()})
+	msg := make([]byte, 1024)
+	b.SetBytes(int64(len(msg)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		c, err := net.Dial("tcp", h.Listeners[0])
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, len(msg))
+		for pb.Next() {
+			if _, err := c.Write(msg); err != nil {
+				b.Error(err)
+				return
+			}
+			if _, err := io.ReadFull(c, buf); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

@@ -46,8 +46,11 @@ func TestMain(m *testing.M) {
 // reruns skip the slow c-shared link.
 func buildAll() error {
 	var err error
-	if hostBin, err = abihost.Build(); err != nil {
-		return err
+	// ABIHOST_BIN runs the tests against another build, e.g. with sanitizers.
+	if hostBin = os.Getenv("ABIHOST_BIN"); hostBin == "" {
+		if hostBin, err = abihost.Build(); err != nil {
+			return err
+		}
 	}
 	h := sha256.New()
 	for _, f := range []string{"testdata/plugin/main.go", "testdata/missing/missing.c", "../go.sum"} {
@@ -88,7 +91,7 @@ func buildAll() error {
 // host is a running abihost process with its log.
 type host struct {
 	*abihost.Host
-	t      *testing.T
+	t      testing.TB
 	stderr *syncBuffer
 }
 
@@ -118,7 +121,7 @@ type listener struct {
 
 // anyConfig serializes the google.protobuf.Any the way Envoy serializes
 // plugin_config.
-func anyConfig(t *testing.T, s string) []byte {
+func anyConfig(t testing.TB, s string) []byte {
 	t.Helper()
 	a, err := anypb.New(wrapperspb.String(s))
 	if err != nil {
@@ -143,7 +146,7 @@ func environ() []string {
 	return env
 }
 
-func startHost(t *testing.T, workers int, connectTimeout time.Duration, ls ...listener) *host {
+func startHost(t testing.TB, workers int, connectTimeout time.Duration, ls ...listener) *host {
 	t.Helper()
 	if buildError != nil {
 		t.Fatalf("build: %v", buildError)

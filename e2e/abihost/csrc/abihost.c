@@ -264,7 +264,9 @@ static void post(struct worker *w, struct task *t) {
   else w->head = t;
   w->tail = t;
   pthread_mutex_unlock(&w->mu);
-  if (was_empty) {
+  // The worker runs its queue after each loop iteration, so posting to
+  // itself needs no wake-up.
+  if (was_empty && current_worker != w) {
     uint64_t one = 1;
     (void)!write(w->evfd, &one, sizeof one);
   }
@@ -500,6 +502,7 @@ struct dconn {
   bool closing;     // a flushing local close is pending
   bool write_end;   // an end_stream write was accepted
   bool want_out;    // EPOLLOUT registered
+  bool flush_scheduled;
   struct obuf out;
   char local[64], remote[64];
   pthread_mutex_t mu;  // Filter::mutex_ (filter state)
@@ -584,6 +587,13 @@ static void dconn_flush(struct dconn *d) {
   if (d->want_out) dconn_update_events(d);
 }
 
+static void dconn_flush_deferred(void *obj) {
+  struct dconn *d = obj;
+  d->flush_scheduled = false;
+  if (!d->closed && d->fd >= 0) dconn_flush(d);
+  dconn_unref(d);
+}
+
 // dconn_write is Connection::write: the write filter chain (Go's OnWrite)
 // sees the bytes first and may stop them.
 static void dconn_write(struct dconn *d, const char *p, size_t n, bool end_stream) {
@@ -601,7 +611,13 @@ static void dconn_write(struct dconn *d, const char *p, size_t n, bool end_strea
   if (d->closed) return;  // OnWrite cannot close synchronously, but be safe
   obuf_append(&d->out, p, n);
   if (end_stream) d->write_end = true;
-  dconn_flush(d);
+  // Like Envoy's write event, the socket write happens once per loop
+  // iteration, after all of the iteration's writes are buffered.
+  if (!d->flush_scheduled) {
+    d->flush_scheduled = true;
+    atomic_fetch_add(&d->refs, 1);
+    defer_call(d->w, dconn_flush_deferred, d);
+  }
 }
 
 static void dconn_close(struct dconn *d, int type) {
@@ -768,7 +784,7 @@ struct uconn {
   int state;
   bool closed;      // UpstreamConn::closed_
   bool closing;
-  bool read_eof, write_end, want_out;
+  bool read_eof, write_end, want_out, flush_scheduled;
   atomic_bool half_close;
   char *addr;
   size_t addr_len;
@@ -974,6 +990,13 @@ static void task_upstream_connect(struct task *t) {
   uconn_unref(u);
 }
 
+static void uconn_flush_deferred(void *obj) {
+  struct uconn *u = obj;
+  u->flush_scheduled = false;
+  if (!u->closed && u->fd >= 0 && u->state == U_READY) uconn_flush(u);
+  uconn_unref(u);
+}
+
 static void task_upstream_write(struct task *t) {
   struct uconn *u = t->obj;
   if (u->closed) {
@@ -985,7 +1008,11 @@ static void task_upstream_write(struct task *t) {
   } else {
     obuf_append(&u->out, t->data, t->len);
     if (t->a) u->write_end = true;
-    uconn_flush(u);
+    if (!u->flush_scheduled) {  // one socket write per loop iteration
+      u->flush_scheduled = true;
+      atomic_fetch_add(&u->refs, 1);
+      defer_call(u->w, uconn_flush_deferred, u);
+    }
   }
   uconn_unref(u);
 }
@@ -1289,7 +1316,10 @@ static void *worker_main(void *arg) {
   pthread_mutex_unlock(&start_mu);
   struct epoll_event evs[256];
   while (!atomic_load(&w->stop)) {
-    int n = epoll_wait(w->epfd, evs, 256, -1);
+    pthread_mutex_lock(&w->mu);
+    int timeout = w->head ? 0 : -1;  // tasks this worker posted to itself
+    pthread_mutex_unlock(&w->mu);
+    int n = epoll_wait(w->epfd, evs, 256, timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
       die("epoll_wait: %s", strerror(errno));
