@@ -74,8 +74,9 @@ func TestPluginExportsExactlyTheTenEntryPoints(t *testing.T) {
 			}
 		}
 	}
-	if imports != 12 {
-		t.Errorf("plugin imports %d envoyGo* functions, want the 12 of the network API", imports)
+	// The 12 of the network API, and envoyGoFilterLog and LogLevel of api_impl.
+	if imports != 14 {
+		t.Errorf("plugin imports %d envoyGo* functions, want 14", imports)
 	}
 }
 
@@ -119,6 +120,9 @@ func TestDownstreamSequenceAndInfo(t *testing.T) {
 	}
 	if got := c.call("cfg"); got != "cfg prefix=>> " {
 		t.Errorf("config: %q", got)
+	}
+	if got := c.call("log hello from go"); got != "logged" || !h.waitStderr("abihost[info] [go] hello from go", 5*time.Second) {
+		t.Errorf("api.LogInfo did not reach the host log\n%s", h.stderr)
 	}
 }
 

@@ -37,6 +37,8 @@ import (
 	"unsafe"
 
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
+	// api_impl routes api.Log* to the host's envoyGoFilterLog.
+	_ "github.com/envoyproxy/envoy/contrib/golang/common/go/api_impl"
 	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -296,6 +298,9 @@ func (c *conn) command(line string) {
 			v, rc := getFilterState(c.cb, arg)
 			c.reply("gfs %s=%s rc=%d", arg, v, rc)
 		}()
+	case "log": // log TEXT: api.LogInfo through envoyGoFilterLog
+		api.LogInfo(arg)
+		c.reply("logged")
 	case "gc":
 		go func() {
 			for range 3 {
