@@ -11,6 +11,7 @@ require (
 require (
 	cel.dev/expr v0.25.1 // indirect
 	github.com/dubbogo/gost v1.13.1 // indirect
+	github.com/envoyproxy/envoy v1.36.2 // indirect
 	github.com/envoyproxy/protoc-gen-validate v1.3.0 // indirect
 	github.com/pkg/errors v0.9.1 // indirect
 	go.uber.org/atomic v1.9.0 // indirect
