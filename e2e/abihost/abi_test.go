@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 )
 
 // The ten entry points Envoy's NetworkFilterDsoImpl resolves.
@@ -239,12 +241,13 @@ func TestGoWritesGoThroughOnWrite(t *testing.T) {
 
 func TestCloseTypes(t *testing.T) {
 	h := startHost(t, 2, 0, listener{cfg: ""})
-	for typ := 0; typ <= 4; typ++ {
+	// The values of Envoy's Go API are what the host must interpret.
+	for _, typ := range []api.ConnectionCloseType{api.FlushWrite, api.NoFlush, api.FlushWriteAndDelay, api.Abort, api.AbortReset} {
 		name := fmt.Sprintf("close%d", typ)
 		c := dial(t, h.Listeners[0])
 		c.send("id "+name, fmt.Sprintf("close %d", typ))
 		_, err := c.expectEOF()
-		if typ == 4 {
+		if typ == api.AbortReset {
 			if !errors.Is(err, syscall.ECONNRESET) {
 				t.Errorf("AbortReset: want a reset, got %v", err)
 			}
@@ -573,11 +576,11 @@ func TestUpstreamConnectFailures(t *testing.T) {
 	}
 	refused := ln.Addr().String()
 	ln.Close()
-	if got := c.call("up " + refused); !strings.HasPrefix(got, "ufail 0 reason=2 ") {
+	if got := c.call("up " + refused); !strings.HasPrefix(got, fmt.Sprintf("ufail 0 reason=%d ", api.RemoteConnectionFailure)) {
 		t.Errorf("refused: %q, want RemoteConnectionFailure", got)
 	}
 	// Malformed: Envoy would crash; the fixture reports LocalConnectionFailure.
-	if got := c.call("up not-an-address"); !strings.HasPrefix(got, "ufail 1 reason=1 ") {
+	if got := c.call("up not-an-address"); !strings.HasPrefix(got, fmt.Sprintf("ufail 1 reason=%d ", api.LocalConnectionFailure)) {
 		t.Errorf("malformed: %q, want LocalConnectionFailure", got)
 	}
 	if !h.waitStderr("malformed IP address: not-an-address", 5*time.Second) {
@@ -585,7 +588,7 @@ func TestUpstreamConnectFailures(t *testing.T) {
 	}
 	// Timeout: a listener whose accept queue is full drops our SYN.
 	full := fullListener(t)
-	if got := c.call("up " + full); !strings.HasPrefix(got, "ufail 2 reason=3 ") {
+	if got := c.call("up " + full); !strings.HasPrefix(got, fmt.Sprintf("ufail 2 reason=%d ", api.Timeout)) {
 		t.Errorf("connect timeout: %q, want Timeout", got)
 	}
 	h.alive()
