@@ -272,6 +272,17 @@ func TestWriteManyThenClose(t *testing.T) {
 	}
 }
 
+func TestWriteDuringFlushingClose(t *testing.T) {
+	h := startHost(t, 1, 0, listener{cfg: ""})
+	c := dial(t, h.Listeners[0])
+	// All three are posted and run in one loop iteration: the close waits for
+	// the buffered "before", and ConnectionImpl::write still takes "after".
+	c.send("closewrite")
+	if got, err := c.expectEOF(); err != nil || string(got) != "before\nafter\n" {
+		t.Errorf("got %q, %v", got, err)
+	}
+}
+
 func TestWriteEndStream(t *testing.T) {
 	h := startHost(t, 1, 0, listener{cfg: ""})
 	c := dial(t, h.Listeners[0])

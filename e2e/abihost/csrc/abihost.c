@@ -542,7 +542,9 @@ static void dconn_destroy(void *obj) {
 
 static void dconn_update_events(struct dconn *d) {
   if (d->fd < 0) return;
-  uint32_t ev = d->closing ? 0 : EPOLLIN | EPOLLRDHUP;
+  // While flushing a close, reads are off but a peer close is watched
+  // (Envoy enables Write | Closed).
+  uint32_t ev = d->closing ? EPOLLRDHUP : EPOLLIN | EPOLLRDHUP;
   if (d->out.len > 0 || d->closing) ev |= EPOLLOUT;
   d->want_out = ev & EPOLLOUT;
   ep_ctl(d->w, EPOLL_CTL_MOD, d->fd, ev, &d->src);
@@ -597,8 +599,10 @@ static void dconn_flush_deferred(void *obj) {
 // dconn_write is Connection::write: the write filter chain (Go's OnWrite)
 // sees the bytes first and may stop them.
 static void dconn_write(struct dconn *d, const char *p, size_t n, bool end_stream) {
-  if (d->closing || d->write_end || d->fd < 0) {
-    LOG(DEBUG, "downstream %s write of %zu bytes after close or end_stream dropped", d->remote, n);
+  // ConnectionImpl::write only refuses data after end_stream; writes during a
+  // flushing close are flushed with the rest.
+  if (d->write_end || d->fd < 0) {
+    LOG(DEBUG, "downstream %s write of %zu bytes after end_stream dropped", d->remote, n);
     return;
   }
   unsigned long long slice[2] = {(unsigned long long)(uintptr_t)p, n};
@@ -671,8 +675,8 @@ static void dconn_on_event(struct dconn *d, uint32_t ev) {
   if (d->closed) return;
   if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
     if (d->closing) {
-      // Reads are disabled while flushing; a reset still ends the connection.
-      if (ev & (EPOLLHUP | EPOLLERR)) dconn_raise_close(d, EV_REMOTE_CLOSE, false);
+      // Reads are disabled while flushing; a peer close ends the connection.
+      if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) dconn_raise_close(d, EV_REMOTE_CLOSE, false);
     } else {
       dconn_on_readable(d);
     }
@@ -817,7 +821,9 @@ static void uconn_stop_timer(struct uconn *u) {
 
 static void uconn_update_events(struct uconn *u) {
   if (u->fd < 0) return;
-  uint32_t ev = (u->closing || u->read_eof) ? 0 : EPOLLIN | EPOLLRDHUP;
+  uint32_t ev = EPOLLIN | EPOLLRDHUP;
+  if (u->read_eof) ev = 0;
+  else if (u->closing) ev = atomic_load(&u->half_close) ? 0 : EPOLLRDHUP;
   if (u->out.len > 0 || u->closing) ev |= EPOLLOUT;
   u->want_out = ev & EPOLLOUT;
   ep_ctl(u->w, EPOLL_CTL_MOD, u->fd, ev, &u->src);
@@ -937,7 +943,9 @@ static void uconn_on_event(struct uconn *u, uint32_t ev) {
   if (u->state != U_READY || u->closed) return;
   if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
     if (u->closing || u->read_eof) {
-      if (ev & (EPOLLHUP | EPOLLERR)) uconn_raise_close(u, EV_REMOTE_CLOSE, false);
+      bool peer_closed = (ev & (EPOLLHUP | EPOLLERR)) ||
+                         ((ev & EPOLLRDHUP) && u->closing && !u->read_eof && !atomic_load(&u->half_close));
+      if (peer_closed) uconn_raise_close(u, EV_REMOTE_CLOSE, false);
     } else {
       uconn_on_readable(u);
     }
@@ -1003,8 +1011,8 @@ static void task_upstream_write(struct task *t) {
     LOG(WARN, "upstream %s: connection has closed, %zu bytes dropped", u->addr, t->len);
   } else if (u->state != U_READY) {
     LOG(ERROR, "upstream %s: write before pool ready (Envoy v1.36 would crash here); dropped", u->addr);
-  } else if (u->closing || u->write_end) {
-    LOG(DEBUG, "upstream %s: write after close or end_stream dropped", u->addr);
+  } else if (u->write_end) {
+    LOG(DEBUG, "upstream %s: write after end_stream dropped", u->addr);
   } else {
     obuf_append(&u->out, t->data, t->len);
     if (t->a) u->write_end = true;

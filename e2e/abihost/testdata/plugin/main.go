@@ -268,6 +268,10 @@ func (c *conn) command(line string) {
 		c.cb.Write(b, false)
 		copy(b, "again\n")
 		c.cb.Write(b, false)
+	case "closewrite": // write, close with FlushWrite, write again
+		c.cb.Write([]byte("before\n"), false)
+		c.cb.Close(api.FlushWrite)
+		c.cb.Write([]byte("after\n"), false)
 	case "writeend": // a write with end_stream set
 		c.cb.Write([]byte("end\n"), true)
 	case "dropnext": // the next OnWrite returns StopIteration
