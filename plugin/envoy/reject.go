@@ -6,7 +6,7 @@ import (
 
 // rejectMessage is the error the clients of a filter with an invalid configuration get. The
 // cause stays in the proxy's log: clients need not see the configuration.
-const rejectMessage = "meltemi: the proxy's filter configuration is invalid"
+const rejectMessage = "the proxy's filter configuration is invalid"
 
 // rejectConn answers one downstream connection of a filter whose configuration is invalid:
 // it decodes frames until the first request, which it answers with an error, then the
