@@ -572,8 +572,9 @@ func TestUpstreamHalfClose(t *testing.T) {
 	if !be.received("after") {
 		t.Errorf("write after the upstream's FIN did not arrive")
 	}
-	if got := c.line(); got != "uevent 1 e=0" {
-		t.Errorf("both sides closed: %q, want RemoteClose", got)
+	// Our end_stream write completes the close: onWriteReady raises LocalClose.
+	if got := c.line(); got != "uevent 1 e=1" {
+		t.Errorf("both sides closed: %q, want LocalClose", got)
 	}
 }
 

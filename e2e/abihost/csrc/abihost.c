@@ -875,8 +875,8 @@ static void uconn_flush(struct uconn *u) {
   }
   if (u->write_end) {
     shutdown(u->fd, SHUT_WR);
-    if (u->read_eof) {  // both directions are closed
-      uconn_raise_close(u, EV_REMOTE_CLOSE, false);
+    if (u->read_eof) {  // both directions closed by our write: onWriteReady's LocalClose
+      uconn_raise_close(u, EV_LOCAL_CLOSE, false);
       return;
     }
   }
