@@ -54,6 +54,9 @@
 // process lives and Stats.Panics counts it. Stats are atomic counters, read with
 // Engine.Stats.
 //
+// A filter whose configuration is invalid can still answer protocol errors: Refusing returns
+// an engine whose sessions answer the first request with an error and close.
+//
 // # Sharing
 //
 // Pools belong to an Engine, and an Engine to a filter configuration: the host keeps one

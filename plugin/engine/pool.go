@@ -21,9 +21,10 @@ const (
 
 // pending is one forwarded request. Ownership moves: a pool holds it (in its id map) until
 // a response, a timeout, a connection failure or a cancellation removes it, and whoever
-// removed it then answers the client through the session.
+// removed it then answers the client through the session. After a response the session
+// reuses the record for its next request (see Session.deliver).
 type pending struct {
-	// Set at creation, read-only afterwards.
+	// Set when the request is routed, read-only afterwards.
 	s      *Session
 	origID uint64
 	route  *route
