@@ -63,9 +63,11 @@ func build(dir string) (host, so string, err error) {
 
 type echoHandler struct{ name string }
 
-func (h echoHandler) Echo(_ context.Context, msg string) (string, error) { return h.name + ":" + msg, nil }
-func (echoHandler) Fire(context.Context, string) error                  { return nil }
-func (echoHandler) LastFired(context.Context) (string, error)           { return "", nil }
+func (h echoHandler) Echo(_ context.Context, msg string) (string, error) {
+	return h.name + ":" + msg, nil
+}
+func (echoHandler) Fire(context.Context, string) error        { return nil }
+func (echoHandler) LastFired(context.Context) (string, error) { return "", nil }
 func (echoHandler) Fail(_ context.Context, msg string) (string, error) {
 	return "", &echo.EchoError{Message: msg}
 }
