@@ -177,6 +177,37 @@ func TestThriftRoutedThroughPlugin(t *testing.T) {
 	}
 }
 
+// Many clients at once: their connections sit on both workers of the host, the upstream
+// connection's callbacks on whichever worker the host chose, and every reply must reach the
+// client that asked.
+func TestConcurrentClients(t *testing.T) {
+	v1 := startServer(t, "v1")
+	h := startHost(t, fmt.Sprintf(`{"protocol": "thrift",
+	  "route_config": {"routes": [{"route": {"cluster": "v1"}}]},
+	  "clusters": [{"name": "v1", "endpoints": [{"address": %q}]}]}`, v1))
+	const clients, calls = 16, 50
+	errs := make(chan error, clients)
+	for i := range clients {
+		c := client(t, h.Listeners[0])
+		go func() {
+			for j := range calls {
+				msg := fmt.Sprintf("client %d call %d", i, j)
+				got, err := c.Echo(context.Background(), msg)
+				if err != nil || got != "v1:"+msg {
+					errs <- fmt.Errorf("echo(%q) = %q, %v", msg, got, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 func TestInvalidConfigAnswersErrorAndCloses(t *testing.T) {
 	v1 := startServer(t, "v1")
 	h := startHost(t,
