@@ -11,9 +11,13 @@ BENCHTIME ?= 1s
 # Both modules of the workspace: the product and the test-only e2e module.
 PKGS := ./... ./e2e/...
 
-.PHONY: all test lint unit interop bench fuzz generate check-generated tools clean
+.PHONY: all build test lint unit interop bench fuzz generate check-generated tools clean
 
 all: test
+
+# The plugin: one shared library that stock Envoy (contrib build) loads.
+build:
+	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -o bin/meltemi.so ./plugin
 
 test: lint check-generated unit interop
 
