@@ -355,8 +355,13 @@ type RouteAction struct {
 	RequestMutation *HeaderMutation `protobuf:"bytes,4,opt,name=request_mutation,json=requestMutation,proto3" json:"request_mutation,omitempty"`
 	// Headers to change on each response before it is sent to the client. Default: none.
 	ResponseMutation *HeaderMutation `protobuf:"bytes,5,opt,name=response_mutation,json=responseMutation,proto3" json:"response_mutation,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Methods whose requests get no response although they arrive as two-way requests:
+	// apache/thrift clients send `oneway` functions as ordinary CALL messages, so only the IDL
+	// knows. Such requests are forwarded and nothing waits for (or times out on) an answer.
+	// Matched against the `method` attribute. Default: none.
+	OnewayMethods []string `protobuf:"bytes,6,rep,name=oneway_methods,json=onewayMethods,proto3" json:"oneway_methods,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RouteAction) Reset() {
@@ -431,6 +436,13 @@ func (x *RouteAction) GetRequestMutation() *HeaderMutation {
 func (x *RouteAction) GetResponseMutation() *HeaderMutation {
 	if x != nil {
 		return x.ResponseMutation
+	}
+	return nil
+}
+
+func (x *RouteAction) GetOnewayMethods() []string {
+	if x != nil {
+		return x.OnewayMethods
 	}
 	return nil
 }
@@ -694,13 +706,14 @@ const file_plugin_api_v1alpha1_route_proto_rawDesc = "" +
 	"\x05regex\x18\x04 \x01(\tH\x00R\x05regex\x12\x1a\n" +
 	"\apresent\x18\x05 \x01(\bH\x00R\apresent\x12\x16\n" +
 	"\x06invert\x18\x06 \x01(\bR\x06invertB\x11\n" +
-	"\x0fmatch_specifier\"\xf7\x02\n" +
+	"\x0fmatch_specifier\"\x9e\x03\n" +
 	"\vRouteAction\x12\x1a\n" +
 	"\acluster\x18\x01 \x01(\tH\x00R\acluster\x12X\n" +
 	"\x11weighted_clusters\x18\x02 \x01(\v2).meltemi.plugin.v1alpha1.WeightedClustersH\x00R\x10weightedClusters\x123\n" +
 	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12R\n" +
 	"\x10request_mutation\x18\x04 \x01(\v2'.meltemi.plugin.v1alpha1.HeaderMutationR\x0frequestMutation\x12T\n" +
-	"\x11response_mutation\x18\x05 \x01(\v2'.meltemi.plugin.v1alpha1.HeaderMutationR\x10responseMutationB\x13\n" +
+	"\x11response_mutation\x18\x05 \x01(\v2'.meltemi.plugin.v1alpha1.HeaderMutationR\x10responseMutation\x12%\n" +
+	"\x0eoneway_methods\x18\x06 \x03(\tR\ronewayMethodsB\x13\n" +
 	"\x11cluster_specifier\"V\n" +
 	"\x10WeightedClusters\x12B\n" +
 	"\bclusters\x18\x01 \x03(\v2&.meltemi.plugin.v1alpha1.ClusterWeightR\bclusters\";\n" +

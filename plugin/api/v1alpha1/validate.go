@@ -267,6 +267,11 @@ func (v *validator) action(p string, a *RouteAction, clusters map[string]bool) {
 	v.duration(p+".timeout", a.GetTimeout(), false)
 	v.mutation(p+".request_mutation", a.GetRequestMutation())
 	v.mutation(p+".response_mutation", a.GetResponseMutation())
+	for i, m := range a.GetOnewayMethods() {
+		if m == "" {
+			v.add(fmt.Sprintf("%s.oneway_methods[%d]", p, i), "empty method name")
+		}
+	}
 }
 
 // clusterRef checks a route's reference to a cluster. clusters is nil when the clusters

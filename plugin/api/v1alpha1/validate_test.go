@@ -71,6 +71,8 @@ func TestValidate(t *testing.T) {
 			`route_config.routes[1].route.weighted_clusters.clusters[1].name: cluster "echo-v1" listed twice`},
 		{"split weights sum to 0", func(c *FilterConfig) { split(c)[0].Weight, split(c)[1].Weight = 0, 0 },
 			"route_config.routes[1].route.weighted_clusters.clusters: weights sum to 0"},
+		{"empty oneway method", func(c *FilterConfig) { routes(c)[0].GetRoute().OnewayMethods = []string{"fire", ""} },
+			"route_config.routes[0].route.oneway_methods[1]: empty method name"},
 		{"split weights overflow", func(c *FilterConfig) { split(c)[0].Weight, split(c)[1].Weight = 1<<32-1, 1 },
 			"route_config.routes[1].route.weighted_clusters.clusters: weights sum to 4294967296"},
 		{"empty split", func(c *FilterConfig) { routes(c)[1].GetRoute().GetWeightedClusters().Clusters = nil },

@@ -63,6 +63,7 @@ func route(r *apiv1alpha1.Route, defaultTimeout time.Duration) (engine.Route, er
 		Timeout:         a.EffectiveTimeout(defaultTimeout),
 		RequestHeaders:  mutation(a.GetRequestMutation()),
 		ResponseHeaders: mutation(a.GetResponseMutation()),
+		OnewayMethods:   a.GetOnewayMethods(),
 	}
 	for _, w := range a.GetWeightedClusters().GetClusters() {
 		out.WeightedClusters = append(out.WeightedClusters,

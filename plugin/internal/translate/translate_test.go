@@ -55,7 +55,8 @@ func TestEveryFieldMaps(t *testing.T) {
 	       {"name": "x-trace", "present": false, "invert": true}]},
 	     "route": {"cluster": "a", "timeout": "1.5s",
 	       "request_mutation": {"set": [{"key": "k1", "value": "v1"}], "remove": ["r1"]},
-	       "response_mutation": {"set": [{"key": "k2", "value": "v2"}], "remove": ["r2", "r3"]}}},
+	       "response_mutation": {"set": [{"key": "k2", "value": "v2"}], "remove": ["r2", "r3"]},
+	       "oneway_methods": ["fire"]}},
 	    {"name": "r2",
 	     "route": {"weighted_clusters": {"clusters": [{"name": "a", "weight": 90}, {"name": "b", "weight": 10}]}}},
 	    {"route": {"cluster": "b", "timeout": "0s"}}]},
@@ -109,6 +110,7 @@ func TestEveryFieldMaps(t *testing.T) {
 					Set: []engine.Header{{Name: "k1", Value: "v1"}}, Remove: []string{"r1"}},
 				ResponseHeaders: engine.HeaderMutation{
 					Set: []engine.Header{{Name: "k2", Value: "v2"}}, Remove: []string{"r2", "r3"}},
+				OnewayMethods: []string{"fire"},
 			},
 			{
 				Name:             "r2",
