@@ -1,0 +1,4 @@
+package proxy_test
+
+func runSubprocessRole() bool { return false }
+func quietDubboLogs()         {}

@@ -1,0 +1,61 @@
+// Command boomplugin is Meltemi's plugin with one more codec, "thrift-boom", for the
+// end-to-end tests of e2e/proxy only: it is the thrift codec, except that decoding a request
+// for the method "boom" panics. It shows what a bug inside a codec does to live traffic.
+package main
+
+import (
+	"log/slog"
+	"os"
+
+	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
+
+	"github.com/meltemi-mesh/meltemi/codecs"
+	"github.com/meltemi-mesh/meltemi/codecs/builtin"
+	"github.com/meltemi-mesh/meltemi/codecs/thrift"
+	"github.com/meltemi-mesh/meltemi/plugin/envoy"
+)
+
+// The same registration as plugin/main.go's envoy.Register, with the extra codec.
+func init() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("filter", envoy.PluginName)
+	reg, err := builtin.Registry(boomFactory{})
+	if err != nil {
+		log.Error("codec registry", "err", err)
+		os.Exit(2)
+	}
+	network.RegisterNetworkFilterConfigParser(&envoy.Parser{Registry: reg, Dial: network.CreateUpstreamConn, Log: log})
+	network.RegisterNetworkFilterConfigFactory(envoy.PluginName, envoy.Factory{})
+}
+
+func main() {}
+
+// boomFactory makes thrift codecs whose Conns panic on a "boom" request.
+type boomFactory struct{}
+
+func (boomFactory) Name() string { return "thrift-boom" }
+
+func (boomFactory) New(opts codecs.Options) (codecs.Codec, error) {
+	c, err := thrift.Factory{}.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	return boomCodec{c}, nil
+}
+
+type boomCodec struct{ codecs.Codec }
+
+func (boomCodec) Name() string { return "thrift-boom" }
+
+func (c boomCodec) NewConn() codecs.Conn { return boomConn{c.Codec.NewConn()} }
+
+type boomConn struct{ codecs.Conn }
+
+func (c boomConn) Decode(buf []byte) (codecs.Frame, int, error) {
+	f, n, err := c.Conn.Decode(buf)
+	if f != nil && f.Kind().IsRequest() {
+		if m, _ := f.Attribute("method"); m == "boom" {
+			panic("thrift-boom: injected panic on method boom")
+		}
+	}
+	return f, n, err
+}
