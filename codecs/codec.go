@@ -171,6 +171,26 @@ type Codec interface {
 	NewConn() Conn
 }
 
+// Multiplexer is an optional interface of a Codec. A protocol whose responses cannot be
+// paired with their requests by id (no request id on the wire, or one the server does not
+// echo) cannot carry concurrent requests on one connection: its codec implements
+// Multiplexer and returns false, and the engine then sends one request at a time per
+// upstream connection and leaves request ids untouched. Codecs that do not implement it
+// multiplex (Dubbo and Thrift do).
+type Multiplexer interface {
+	// Multiplexes reports whether many requests may be in flight on one connection.
+	Multiplexes() bool
+}
+
+// Multiplexes reports whether c can carry concurrent requests on one connection: the
+// answer of its Multiplexer implementation, or true when it has none.
+func Multiplexes(c Codec) bool {
+	if m, ok := c.(Multiplexer); ok {
+		return m.Multiplexes()
+	}
+	return true
+}
+
 // Conn decodes one byte stream and builds replies that fit it. It is not safe for concurrent
 // use. Decode never blocks and never panics, whatever the input.
 type Conn interface {

@@ -74,4 +74,12 @@ func BenchmarkRequestResponse(b *testing.B) {
 			func(w []byte) uint64 { return uint64(binary.BigEndian.Uint32(w[seqAt:])) },
 			func(r []byte, id uint64) { binary.BigEndian.PutUint32(r[seqAt:], uint32(id)) })
 	})
+	b.Run("thrift-pingpong", func(b *testing.B) {
+		req := thriftMsg(tCall, "PlaceOrder", 1, stringField(1, strings.Repeat("x", 1000)))
+		resp := reply("PlaceOrder", 1, strings.Repeat("y", 200))
+		seqAt := 4 + 4 + 4 + len("PlaceOrder")
+		benchRoundTrip(b, pingPongThrift(b), req, resp,
+			func(w []byte) uint64 { return uint64(binary.BigEndian.Uint32(w[seqAt:])) },
+			func(r []byte, id uint64) { binary.BigEndian.PutUint32(r[seqAt:], uint32(id)) })
+	})
 }

@@ -110,7 +110,8 @@ type Cluster struct {
 	RingSize        int
 	MaglevTableSize int
 	// ConnectionsPerEndpoint is how many multiplexed upstream connections each endpoint
-	// gets per protocol mode; 0 means 1.
+	// gets per protocol mode; 0 means 1. For codecs that cannot multiplex it is how many idle
+	// connections each endpoint keeps per protocol mode for reuse.
 	ConnectionsPerEndpoint int
 	// MaxPendingRequests bounds requests waiting for a connection to be established, and
 	// MaxRequests requests in flight (waiting included), over the whole cluster; beyond

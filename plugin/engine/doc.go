@@ -16,6 +16,15 @@
 // restores the client's id on the response. Requests wait, encoded, while a connection is
 // established; they are written once it is ready, never before.
 //
+// A codec that cannot multiplex (it implements codecs.Multiplexer and returns false) gets
+// ping-pong pools instead: one request at a time per connection, ids left as the client sent
+// them, the response being the next frame the connection reads. A request takes an idle
+// connection, or waits while a new one is dialled (one per waiting request) and is served by
+// whichever connection frees first. ConnectionsPerEndpoint idle connections are kept per
+// pool and the others closed once free; oneway requests free their connection as soon as
+// they are written. A connection whose request times out or whose client leaves is closed,
+// since its late response would otherwise answer the next request.
+//
 // Local replies use the codec's protocol-correct errors: over_limit when the cluster's
 // MaxRequests or MaxPendingRequests is reached, timeout when the route timeout expires (the
 // late response is dropped), unavailable when connects fail on MaxConnectAttempts endpoints
@@ -66,8 +75,10 @@
 //
 // # Limits of this version
 //
-//   - Pools multiplex, so codecs must have request ids (Dubbo and Thrift do); a ping-pong
-//     pool for protocols without ids is not written yet. Ids on the wire are 32-bit.
+//   - Multiplexed pools use 32-bit ids on the wire. Ping-pong pools have no connection
+//     limit of their own: a pool holds at most one connection per request sent to it, so
+//     the cluster's MaxRequests bounds them (oneway requests, which are not counted there,
+//     hold a connection only while they are written).
 //   - Circuit-breaker limits are checked and counted with atomics per cluster, without a
 //     cluster-wide lock: concurrent requests on different endpoints may overshoot a limit
 //     by a few.

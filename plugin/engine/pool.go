@@ -52,9 +52,11 @@ type pending struct {
 	heapIdx int
 }
 
-// pool is the set of multiplexed connections to one endpoint for one protocol mode, shared
-// by every session of the engine. Request ids are allocated per pool, so that requests from
-// different clients, whose ids collide, never share one on the wire.
+// pool is the set of connections to one endpoint for one protocol mode, shared by every
+// session of the engine. For codecs that multiplex, it holds a fixed number of multiplexed
+// connections, and request ids are allocated per pool, so that requests from different
+// clients, whose ids collide, never share one on the wire. For codecs that cannot, it is a
+// ping-pong pool (pingpong.go): one request at a time per connection.
 type pool struct {
 	ep   *endpoint
 	cl   *cluster
@@ -71,11 +73,25 @@ type pool struct {
 	armedAt  int64 // deadline the timer is armed for; 0 when not armed
 	wbuf     []byte
 	closed   bool
+
+	// Ping-pong pools only, guarded by mu; see pingpong.go.
+	pingPong   bool
+	all        []*upstream // every connection not closed, at index upstream.slot
+	idle       []*upstream // ready connections carrying no request, most recently used last
+	waitq      []*pending  // requests waiting for a connection from waitHead on; removed ones are stDone
+	waitHead   int
+	waiting    int // requests in waitq still stQueued
+	connecting int // connections being established
 }
 
 func newPool(ep *endpoint, mode string) *pool {
-	p := &pool{ep: ep, cl: ep.cl, e: ep.cl.e, mode: mode, conns: make([]*upstream, ep.cl.conns),
-		inflight: make(map[uint32]*pending)}
+	p := &pool{ep: ep, cl: ep.cl, e: ep.cl.e, mode: mode}
+	if codecs.Multiplexes(p.e.codec) {
+		p.conns = make([]*upstream, ep.cl.conns)
+		p.inflight = make(map[uint32]*pending)
+	} else {
+		p.pingPong = true
+	}
 	p.timer = time.AfterFunc(time.Hour, p.onTimer)
 	p.timer.Stop()
 	return p
@@ -91,7 +107,11 @@ const (
 // upstream is one connection of a pool; it is the UpstreamHandler the host reports to.
 type upstream struct {
 	p    *pool
-	slot int
+	slot int // in pool.conns, or in pool.all for ping-pong pools
+
+	// Ping-pong pools only, guarded by the pool lock.
+	cur     *pending // the request written and waiting for its response
+	idleIdx int      // in pool.idle; -1 when not idle
 
 	// Guarded by the pool lock.
 	state        uint8
@@ -120,6 +140,9 @@ func (pl *pool) enqueue(p *pending) (dial *upstream, reason codecs.Reason, err e
 	}
 	if cl.active.Load() >= cl.maxRequests {
 		return nil, codecs.ReasonOverLimit, fmt.Errorf("cluster %s: %d requests in flight", cl.name, cl.maxRequests)
+	}
+	if pl.pingPong {
+		return pl.enqueuePingPong(p)
 	}
 	slot := pl.next % len(pl.conns)
 	pl.next++
@@ -167,7 +190,14 @@ func (pl *pool) enqueue(p *pending) (dial *upstream, reason codecs.Reason, err e
 	}
 	p.upID = id
 	pl.inflight[id] = p
-	cl.active.Add(1)
+	pl.track(p)
+	return dial, 0, nil
+}
+
+// track counts p, a two-way request the pool now holds, and watches its deadline. The pool
+// lock is held.
+func (pl *pool) track(p *pending) {
+	pl.cl.active.Add(1)
 	pl.ep.active.Add(1)
 	if p.deadline != 0 {
 		pl.heap.push(p)
@@ -175,7 +205,6 @@ func (pl *pool) enqueue(p *pending) (dial *upstream, reason codecs.Reason, err e
 			pl.arm(p.deadline)
 		}
 	}
-	return dial, 0, nil
 }
 
 // allocID returns an upstream id no held request uses. The pool lock is held.
@@ -205,17 +234,27 @@ func (pl *pool) remove(p *pending) bool {
 	if p.state == stDone {
 		return false
 	}
-	if p.state == stQueued {
+	switch {
+	case p.state == stQueued:
 		pl.cl.queued.Add(-1)
-		if p.up != nil && p.up.state == upConnecting {
+		if pl.pingPong {
+			pl.waiting-- // its waitq slot is skipped when reached
+		} else if p.up != nil && p.up.state == upConnecting {
 			p.up.dead++
 		}
+	case pl.pingPong && p.up != nil && p.up.cur == p:
+		// Abandoned (timeout, cancelled client) with its response outstanding: that response
+		// would be taken for the next request's, so the connection cannot be used again.
+		p.up.cur = nil
+		pl.discard(p.up, true)
 	}
 	p.state = stDone
 	if p.oneway {
 		return true
 	}
-	delete(pl.inflight, p.upID)
+	if !pl.pingPong {
+		delete(pl.inflight, p.upID)
+	}
 	if p.heapIdx >= 0 {
 		pl.heap.remove(p.heapIdx)
 	}
@@ -289,6 +328,10 @@ func (pl *pool) close() {
 		}
 		pl.closed = true
 		pl.timer.Stop()
+		if pl.pingPong {
+			held = pl.closePingPong()
+			return
+		}
 		for i, u := range pl.conns {
 			if u == nil {
 				continue
@@ -335,6 +378,10 @@ func (u *upstream) dropQueued() {
 func (u *upstream) OnReady(c UpstreamConn) {
 	defer u.recoverPanic("upstream ready")
 	pl := u.p
+	if pl.pingPong {
+		u.readyPingPong(c)
+		return
+	}
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	if u.state != upConnecting {
@@ -395,6 +442,11 @@ func (u *upstream) failConnect(why string) {
 		if u.state != upConnecting {
 			return false // a late report after a connect timeout, or the pool closed
 		}
+		pl.e.stats.connectFailures.Add(1)
+		if pl.pingPong {
+			retry = pl.connectFailedPingPong(u)
+			return true
+		}
 		u.state = upClosed
 		if pl.conns[u.slot] == u {
 			pl.conns[u.slot] = nil
@@ -405,7 +457,6 @@ func (u *upstream) failConnect(why string) {
 			}
 		}
 		u.queued, u.qbuf = nil, nil
-		pl.e.stats.connectFailures.Add(1)
 		return true
 	}()
 	if !failed {
@@ -460,6 +511,10 @@ func (u *upstream) handle(f codecs.Frame) {
 	pl := u.p
 	switch f.Kind() {
 	case codecs.KindResponse, codecs.KindErrorResponse:
+		if pl.pingPong {
+			u.responsePingPong(f)
+			return
+		}
 		p := pl.take(f.RequestID(), u)
 		if p == nil {
 			pl.e.stats.dropped.Add(1)
@@ -496,6 +551,10 @@ func (u *upstream) abort() { u.closed(true) }
 
 func (u *upstream) closed(closeConn bool) {
 	pl := u.p
+	if pl.pingPong {
+		u.closedPingPong(closeConn)
+		return
+	}
 	var lost []*pending
 	func() {
 		pl.mu.Lock()

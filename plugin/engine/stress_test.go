@@ -13,11 +13,22 @@ import (
 // TestConcurrentTraffic runs many clients against several upstream connections whose
 // callbacks come from their own goroutines, with lost responses (timeouts), an upstream that
 // closes mid-flight and clients that leave early. Every request of a client that stays gets
-// exactly one answer, and the cluster's counters return to zero.
+// exactly one answer, and the cluster's counters return to zero. With a codec that cannot
+// multiplex, each connection carries one request at a time (some get over-limit errors,
+// which count as answers).
 func TestConcurrentTraffic(t *testing.T) {
-	c := thriftCodec(t)
-	cfg := oneCluster(c, Route{Timeout: time.Second},
-		Cluster{ConnectionsPerEndpoint: 3, Endpoints: []Endpoint{{Address: "10.0.0.1:1"}, {Address: "10.0.0.2:1"}}})
+	t.Run("multiplex", func(t *testing.T) {
+		concurrentTraffic(t, thriftCodec(t), Cluster{ConnectionsPerEndpoint: 3})
+	})
+	t.Run("pingpong", func(t *testing.T) {
+		concurrentTraffic(t, pingPongThrift(t), Cluster{ConnectionsPerEndpoint: 3, MaxRequests: 48})
+	})
+}
+
+func concurrentTraffic(t *testing.T, c codecs.Codec, cluster Cluster) {
+	pingPong := !codecs.Multiplexes(c)
+	cluster.Endpoints = []Endpoint{{Address: "10.0.0.1:1"}, {Address: "10.0.0.2:1"}}
+	cfg := oneCluster(c, Route{Timeout: time.Second}, cluster)
 	d := &fakeDialer{}
 	e, err := New(cfg, Options{Dialer: d})
 	if err != nil {
@@ -38,16 +49,20 @@ func TestConcurrentTraffic(t *testing.T) {
 		}
 		srv := &fakeServer{t: t, addr: dl.addr, h: dl.h, conn: c.NewConn()}
 		dl.h.OnReady(srv)
-		served := 0
-		for !stop.Load() {
+		served, lost := 0, false
+		for !stop.Load() && !srv.isClosed() {
 			reqs := srv.requests()
 			if len(reqs) == 0 {
 				time.Sleep(200 * time.Microsecond)
 				continue
 			}
+			if pingPong && (len(reqs) > 1 || lost) {
+				t.Errorf("ping-pong connection got %d requests with %v unanswered", len(reqs), lost)
+			}
 			var out []byte
 			for _, r := range reqs {
 				if rand.IntN(50) == 0 {
+					lost = true
 					continue // lost: the client times out
 				}
 				out = append(out, replyTo(t, r, "ok")...)
