@@ -31,14 +31,16 @@ func (pl *pool) enqueuePingPong(p *pending) (dial *upstream, reason codecs.Reaso
 		pl.idle[n-1] = nil
 		pl.idle = pl.idle[:n-1]
 		u.idleIdx = -1
+		if !p.oneway {
+			pl.track(p)
+		}
 		if err := pl.write(u, p); err != nil {
+			pl.remove(p)
 			pl.park(u)
 			return nil, codecs.ReasonInternal, err
 		}
 		if p.oneway {
 			pl.park(u) // nothing waits: an idle connection was free
-		} else {
-			pl.track(p)
 		}
 		return nil, 0, nil
 	}
@@ -63,21 +65,21 @@ func (pl *pool) enqueuePingPong(p *pending) (dial *upstream, reason codecs.Reaso
 	return dial, 0, nil
 }
 
-// write encodes p and writes it on u, which is ready and free. On error nothing is written
-// and p is left as it was.
+// write encodes p, which the pool holds and no queue lists, and writes it on u, which is
+// ready and free. p is u's request while the codec encodes it: should the codec panic, the
+// recovery closes u and that answers p. On error nothing is written, and p, still held, is
+// not u's request.
 func (pl *pool) write(u *upstream, p *pending) error {
+	p.up, p.state, u.cur = u, stSent, p
 	buf, err := p.req.AppendTo(pl.wbuf[:0])
 	if err != nil {
+		u.cur = nil
 		return fmt.Errorf("encode request: %w: %w", errMutation, err)
 	}
 	u.conn.Write(buf)
 	pl.wbuf = keep(buf)
-	p.up = u
 	if p.oneway {
-		p.state = stDone
-	} else {
-		p.state = stSent
-		u.cur = p
+		p.state, u.cur = stDone, nil
 	}
 	return nil
 }
@@ -86,22 +88,22 @@ func (pl *pool) write(u *upstream, p *pending) error {
 // once), then parks it if it is still free. It returns the requests that could not be
 // encoded, removed from the pool, for the caller to answer after unlocking.
 func (pl *pool) serve(u *upstream) (failed []*pending) {
-	for u.cur == nil && pl.waiting > 0 {
+	for u.cur == nil && pl.waiting > 0 && pl.waitHead < len(pl.waitq) {
 		p := pl.waitq[pl.waitHead]
 		pl.waitq[pl.waitHead] = nil
 		pl.waitHead++
 		if p.state != stQueued {
 			continue // removed while waiting
 		}
+		// Out of the queue before the codec runs, so that a panic leaves the counts right.
+		pl.waiting--
+		pl.cl.queued.Add(-1)
 		if err := pl.write(u, p); err != nil {
 			pl.e.stats.mutationErrors.Add(1)
 			pl.e.log.Error("meltemi engine: request mutation failed", "route", p.route.name, "error", err)
 			pl.remove(p)
 			failed = append(failed, p)
-			continue
 		}
-		pl.waiting--
-		pl.cl.queued.Add(-1)
 	}
 	pl.compactWaitq()
 	if u.cur == nil {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -417,5 +418,99 @@ func TestPingPongDubbo(t *testing.T) {
 	bb, _ := fb.AppendTo(nil)
 	if !bytes.Contains(ba, []byte("to a")) || !bytes.Contains(bb, []byte("to b")) {
 		t.Fatalf("replies crossed: a got %q, b got %q", ba, bb)
+	}
+}
+
+// encCodec is a ping-pong Thrift codec whose requests fail to encode when their method is
+// "badenc" and panic when it is "panicenc".
+type encCodec struct{ pingPongCodec }
+type encConn struct{ codecs.Conn }
+type encFrame struct{ codecs.Frame }
+
+func (c encCodec) NewConn() codecs.Conn { return encConn{c.pingPongCodec.NewConn()} }
+
+func (c encConn) Decode(b []byte) (codecs.Frame, int, error) {
+	f, n, err := c.Conn.Decode(b)
+	if f != nil {
+		f = encFrame{f}
+	}
+	return f, n, err
+}
+
+func (c encConn) AppendErrorReply(dst []byte, req codecs.Frame, r codecs.Reason, msg string) ([]byte, error) {
+	if f, ok := req.(encFrame); ok {
+		req = f.Frame
+	}
+	return c.Conn.AppendErrorReply(dst, req, r, msg)
+}
+
+func (f encFrame) AppendTo(dst []byte) ([]byte, error) {
+	if f.Kind() == codecs.KindRequest {
+		switch method(f.Frame) {
+		case "badenc":
+			return dst, errors.New("cannot encode")
+		case "panicenc":
+			panic("encoder bug")
+		}
+	}
+	return f.Frame.AppendTo(dst)
+}
+
+func TestPingPongEncodeFailures(t *testing.T) {
+	c := encCodec{pingPongCodec{thriftCodec(t)}}
+	e, d := newEngine(t, oneCluster(c, Route{}, Cluster{}))
+	cl := newClient(t, e)
+	// While connecting: the request that cannot be encoded is answered, the next one sent.
+	cl.send(call("badenc", 1), call("ok", 2))
+	srv := d.ready(t, 0, c)
+	cl.wantError(1, codecs.ReasonInternal)
+	req := srv.oneRequest()
+	if req.RequestID() != 2 {
+		t.Fatalf("sent request %d, want 2", req.RequestID())
+	}
+	srv.h.OnData(replyTo(t, req, "ok"))
+	if f := cl.one(); f.RequestID() != 2 {
+		t.Fatalf("reply id %d", f.RequestID())
+	}
+	// On an idle connection: answered at once, and the connection stays usable.
+	cl.send(call("badenc", 3))
+	cl.wantError(3, codecs.ReasonInternal)
+	cl.send(call("ok", 4))
+	srv.h.OnData(replyTo(t, srv.oneRequest(), "ok"))
+	// Two dials so far: one per request waiting at the start.
+	if f := cl.one(); f.RequestID() != 4 || d.count() != 2 {
+		t.Fatalf("reply id %d after %d dials, want 4 on the first connection", f.RequestID(), d.count())
+	}
+	// A panicking encoder while a connection comes up closes that connection and answers
+	// the request; a bystander waiting for it is not lost.
+	other := newClient(t, e)
+	cl.send(call("hold", 5)) // takes the idle connection
+	cl.send(call("panicenc", 6)) // waits for the second connection, still coming up
+	other.send(call("ok", 1))
+	if d.count() != 3 {
+		t.Fatalf("%d dials, want 3", d.count())
+	}
+	s2 := d.ready(t, 1, c)
+	if !s2.isClosed() {
+		t.Fatal("connection kept after a panic")
+	}
+	cl.wantError(6, codecs.ReasonUnavailable)
+	s3 := d.ready(t, 2, c)
+	if m := method(s3.oneRequest()); m != "ok" {
+		t.Fatalf("bystander's request %q not sent", m)
+	}
+	srv.h.OnData(replyTo(t, srv.oneRequest(), "ok"))
+	if f := cl.one(); f.RequestID() != 5 {
+		t.Fatalf("reply id %d, want 5", f.RequestID())
+	}
+	st := e.Stats()
+	if st.Panics != 1 || st.MutationErrors != 2 || st.LocalReplies[codecs.ReasonInternal] != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	if n := e.clusters["c"].queued.Load(); n != 0 {
+		t.Fatalf("%d counted waiting", n)
+	}
+	if n := e.clusters["c"].active.Load(); n != 1 {
+		t.Fatalf("%d counted active, want the bystander's only", n)
 	}
 }
