@@ -484,7 +484,7 @@ func TestPingPongEncodeFailures(t *testing.T) {
 	// A panicking encoder while a connection comes up closes that connection and answers
 	// the request; a bystander waiting for it is not lost.
 	other := newClient(t, e)
-	cl.send(call("hold", 5)) // takes the idle connection
+	cl.send(call("hold", 5))     // takes the idle connection
 	cl.send(call("panicenc", 6)) // waits for the second connection, still coming up
 	other.send(call("ok", 1))
 	if d.count() != 3 {
