@@ -514,3 +514,31 @@ func TestPingPongEncodeFailures(t *testing.T) {
 		t.Fatalf("%d counted active, want the bystander's only", n)
 	}
 }
+
+func TestPingPongIdleConnectionClosedByServer(t *testing.T) {
+	c := pingPongThrift(t)
+	e, d := newEngine(t, oneCluster(c, Route{}, Cluster{}))
+	cl := newClient(t, e)
+	cl.send(call("m", 1))
+	srv := d.ready(t, 0, c)
+	srv.h.OnData(replyTo(t, srv.oneRequest(), "ok"))
+	cl.one()
+	// A stray frame on the idle connection answers nothing; then the server closes it.
+	srv.h.OnData(reply("m", 1, "stray"))
+	srv.h.OnClose()
+	if fs := cl.replies(); len(fs) != 0 {
+		t.Fatalf("%d replies from an idle connection, want none", len(fs))
+	}
+	cl.send(call("m", 2))
+	if d.count() != 2 {
+		t.Fatalf("%d dials, want a new connection for the closed idle one", d.count())
+	}
+	srv2 := d.ready(t, 1, c)
+	srv2.h.OnData(replyTo(t, srv2.oneRequest(), "ok"))
+	if f := cl.one(); f.RequestID() != 2 {
+		t.Fatalf("reply id %d", f.RequestID())
+	}
+	if st := e.Stats(); st.DroppedResponses != 1 || st.UpstreamCloses != 1 || len(st.LocalReplies) != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
