@@ -36,6 +36,7 @@ type thriftServer struct {
 	entered  chan struct{} // one value each time a handler starts to hang
 	killed   chan struct{}
 	killOnce sync.Once
+	calls    atomic.Int64 // echo calls received
 }
 
 func startThriftServer(t *testing.T, name string) *thriftServer {
@@ -120,6 +121,7 @@ func (s *countingServerSocket) closeAccepted() {
 type echoHandler struct{ s *thriftServer }
 
 func (h echoHandler) Echo(ctx context.Context, msg string) (string, error) {
+	h.s.calls.Add(1)
 	switch {
 	case msg == "hang":
 		h.s.entered <- struct{}{}

@@ -1,0 +1,213 @@
+package proxy_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A peer that cannot be served loses its own connection and nothing else: the connections
+// around it keep working and the host process lives.
+func TestThriftAbusivePeers(t *testing.T) {
+	backend := startThriftServer(t, "b")
+	h := startHost(t, pluginSO,
+		// Listener 0: small frames, a long idle timeout, so that only the bad bytes can be
+		// why a connection closes.
+		fmt.Sprintf(`{"protocol": "thrift", "max_frame_size": 1024, "idle_timeout": "30s",
+		  "route_config": {"routes": [{"route": {"cluster": "b"}}]},
+		  "clusters": [{"name": "b", "endpoints": [{"address": %q}]}]}`, backend.addr),
+		// Listener 1: a short idle timeout, for the peer that stalls.
+		fmt.Sprintf(`{"protocol": "thrift", "idle_timeout": "0.5s",
+		  "route_config": {"routes": [{"route": {"cluster": "b"}}]},
+		  "clusters": [{"name": "b", "endpoints": [{"address": %q}]}]}`, backend.addr))
+
+	// Bystanders on both listeners, connected before the abuse. The one on listener 0 is
+	// used after each case; the one on listener 1 calls every 100ms all along, which keeps
+	// it from the idle timeout, until the test ends.
+	bystander := newGoClient(t, h.Listeners[0], wireMode{"framed", "binary"})
+	busy := newGoClient(t, h.Listeners[1], wireMode{"header", "compact"})
+	stop, busyErr := make(chan struct{}), make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			ctx, cancel := callCtx()
+			msg := fmt.Sprint("busy-", i)
+			got, err := busy.Echo(ctx, msg)
+			cancel()
+			if err != nil || got != "b:"+msg {
+				busyErr <- fmt.Errorf("busy bystander: echo(%q) = %q, %v", msg, got, err)
+				return
+			}
+			select {
+			case <-stop:
+				busyErr <- nil
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		if err := <-busyErr; err != nil {
+			t.Error(err)
+		}
+	}()
+	bystand := func(t *testing.T, round string) {
+		t.Helper()
+		ctx, cancel := callCtx()
+		defer cancel()
+		if got, err := bystander.Echo(ctx, round); err != nil || got != "b:"+round {
+			t.Errorf("bystander after %s: echo = %q, %v", round, got, err)
+		}
+		assertAlive(t, h)
+	}
+	bystand(t, "start")
+
+	// A strict-binary message header with message type 9, which does not exist.
+	badType := []byte{0x80, 0x01, 0x00, 0x09, 0, 0, 0, 4, 'e', 'c', 'h', 'o', 0, 0, 0, 1, 0}
+	cases := []struct {
+		name     string
+		listener int
+		send     []byte
+		// within is how long the proxy may take to close the connection; notBefore, how
+		// long it must keep it open.
+		within, notBefore time.Duration
+	}{
+		{name: "garbage framed", send: append(binary.BigEndian.AppendUint32(nil, uint32(len(badType))), badType...),
+			within: time.Second},
+		{name: "garbage unframed", send: badType, within: time.Second},
+		// The compact protocol id with version 31.
+		{name: "garbage compact", send: []byte("\x82\x7f\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"),
+			within: time.Second},
+		// Declares 1 MiB on a listener that allows 1 KiB: refused on the length alone.
+		{name: "oversized frame", send: append(binary.BigEndian.AppendUint32(nil, 1<<20), 0x80, 0x01, 0x00, 0x01),
+			within: time.Second},
+		// Half of a valid framed call, then nothing: the idle timeout (0.5s) closes it.
+		{name: "half frame then stall", listener: 1, send: framedCall("echo", 1)[:10],
+			within: 2 * time.Second, notBefore: 300 * time.Millisecond},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.DialTimeout("tcp", h.Listeners[tc.listener], callTimeout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			start := time.Now()
+			if _, err := conn.Write(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			_ = conn.SetReadDeadline(start.Add(tc.within))
+			// Neither Thrift nor Dubbo can address a reply without a decoded request, so the
+			// proxy closes without writing.
+			got, err := io.ReadAll(conn)
+			took := time.Since(start)
+			if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("connection still open after %v (read %q): %v", took, got, err)
+			}
+			if len(got) > 0 {
+				t.Errorf("the proxy answered %q before closing; want no bytes", got)
+			}
+			if took < tc.notBefore {
+				t.Errorf("closed after %v; want the idle timeout first", took)
+			}
+			t.Logf("closed after %v", took)
+			bystand(t, tc.name)
+		})
+	}
+}
+
+// A codec that panics on one request loses that connection only: the other connections of
+// the same listener and the host process carry on.
+func TestCodecPanicDuringTraffic(t *testing.T) {
+	backend := startThriftServer(t, "b")
+	h := startHost(t, boomSO, fmt.Sprintf(`{"protocol": "thrift-boom",
+	  "route_config": {"routes": [{"route": {"cluster": "b"}}]},
+	  "clusters": [{"name": "b", "endpoints": [{"address": %q}]}]}`, backend.addr))
+	bystander := newGoClient(t, h.Listeners[0], wireMode{"framed", "binary"})
+	echoOK := func(c *goClient, msg string) {
+		t.Helper()
+		ctx, cancel := callCtx()
+		defer cancel()
+		if got, err := c.Echo(ctx, msg); err != nil || got != "b:"+msg {
+			t.Errorf("echo(%q) = %q, %v", msg, got, err)
+		}
+	}
+	echoOK(bystander, "before")
+
+	for round := range 3 {
+		conn, err := net.DialTimeout("tcp", h.Listeners[0], callTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// One good call on the connection first: the panic happens during traffic.
+		if _, err := conn.Write(framedEcho("fine", 1)); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(callTimeout))
+		if err := readFrame(conn); err != nil {
+			t.Fatalf("round %d: reply to the call before boom: %v", round, err)
+		}
+		// The bystander's calls go on while the codec panics on the other connection.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := range 20 {
+				echoOK(bystander, fmt.Sprintf("during-%d-%d", round, i))
+			}
+		}()
+		if _, err := conn.Write(framedCall("boom", 2)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := io.ReadAll(conn); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("round %d: the connection whose codec panicked is still open (read %q): %v", round, got, err)
+		}
+		<-done
+		conn.Close()
+	}
+	echoOK(bystander, "after")
+	echoOK(newGoClient(t, h.Listeners[0], wireMode{"header", "binary"}), "new")
+	assertAlive(t, h)
+}
+
+// framedCall is a framed strict-binary CALL of method with seqid seq and no arguments.
+func framedCall(method string, seq uint32) []byte {
+	return framed(callHeader(method, seq), 0) // STOP: no arguments
+}
+
+// framedEcho is a framed strict-binary call of echo(msg).
+func framedEcho(msg string, seq uint32) []byte {
+	m := callHeader("echo", seq)
+	m = append(m, 11, 0, 1) // field 1, string
+	m = binary.BigEndian.AppendUint32(m, uint32(len(msg)))
+	m = append(m, msg...)
+	return framed(m, 0) // STOP: end of the arguments
+}
+
+func callHeader(method string, seq uint32) []byte {
+	m := []byte{0x80, 0x01, 0, 1}
+	m = binary.BigEndian.AppendUint32(m, uint32(len(method)))
+	m = append(m, method...)
+	return binary.BigEndian.AppendUint32(m, seq)
+}
+
+func framed(m []byte, tail ...byte) []byte {
+	m = append(m, tail...)
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(m))), m...)
+}
+
+// readFrame reads one framed message.
+func readFrame(conn net.Conn) error {
+	var size [4]byte
+	if _, err := io.ReadFull(conn, size[:]); err != nil {
+		return err
+	}
+	_, err := io.CopyN(io.Discard, conn, int64(binary.BigEndian.Uint32(size[:])))
+	return err
+}
