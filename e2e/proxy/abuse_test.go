@@ -108,7 +108,7 @@ func TestThriftAbusivePeers(t *testing.T) {
 			// proxy closes without writing.
 			got, err := io.ReadAll(conn)
 			took := time.Since(start)
-			if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			if err != nil && !isReset(err) {
 				t.Fatalf("connection still open after %v (read %q): %v", took, got, err)
 			}
 			if len(got) > 0 {
@@ -165,7 +165,7 @@ func TestCodecPanicDuringTraffic(t *testing.T) {
 		if _, err := conn.Write(framedCall("boom", 2)); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := io.ReadAll(conn); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		if got, err := io.ReadAll(conn); err != nil && !isReset(err) {
 			t.Fatalf("round %d: the connection whose codec panicked is still open (read %q): %v", round, got, err)
 		}
 		<-done
@@ -211,3 +211,6 @@ func readFrame(conn net.Conn) error {
 	_, err := io.CopyN(io.Discard, conn, int64(binary.BigEndian.Uint32(size[:])))
 	return err
 }
+
+// isReset reports whether err is a connection reset: closing with unread bytes resets.
+func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
