@@ -55,6 +55,7 @@ type conn struct {
 	req  []byte
 	buf  []byte
 	id   uint32
+	sent atomic.Uint32 // open loop: the last id whose send time is recorded
 	hist Histogram
 	err  error
 }
@@ -170,6 +171,9 @@ func (c *conn) closedLoop(p Protocol, deadline time.Time) (uint64, error) {
 // inflight bounds the requests one open-loop connection may have outstanding.
 const inflight = 1 << 14
 
+// answered marks a sentAt slot whose reply has arrived.
+const answered = -1
+
 func (c *conn) openLoop(p Protocol, start, deadline time.Time, interval time.Duration) (uint64, error) {
 	if interval <= 0 {
 		return 0, errors.New("open loop: rate too high")
@@ -188,7 +192,7 @@ func (c *conn) openLoop(p Protocol, start, deadline time.Time, interval time.Dur
 	_ = c.c.SetReadDeadline(deadline.Add(2 * time.Second))
 	defer c.c.SetReadDeadline(time.Time{})
 	var n uint64
-	for want := first; want != first+total; want++ {
+	for n < uint64(total) {
 		id, err := p.ReadResponse(c.r, c.buf)
 		if err != nil {
 			if werr := <-writeErr; werr != nil {
@@ -196,10 +200,16 @@ func (c *conn) openLoop(p Protocol, start, deadline time.Time, interval time.Dur
 			}
 			return n, err
 		}
-		if id != want {
-			return n, fmt.Errorf("reply id %d, want %d", id, want)
+		// Replies may come out of order (a dubbo-go provider runs calls concurrently): any
+		// id sent and not yet answered is fine.
+		if id-first >= total || id-first > c.sent.Load()-first {
+			return n, fmt.Errorf("reply id %d, never sent", id)
 		}
-		c.hist.Record(time.Since(start) - time.Duration(sentAt[id%inflight].Load()))
+		at := sentAt[id%inflight].Swap(answered)
+		if at == answered {
+			return n, fmt.Errorf("second reply to id %d", id)
+		}
+		c.hist.Record(time.Since(start) - time.Duration(at))
 		received.Add(1)
 		n++
 	}
@@ -224,6 +234,7 @@ func (c *conn) write(p Protocol, start time.Time, interval time.Duration, first,
 		}
 		id := first + k
 		sentAt[id%inflight].Store(int64(time.Since(start)))
+		c.sent.Store(id)
 		p.SetID(c.req, id)
 		if _, err := c.c.Write(c.req); err != nil {
 			return fail(fmt.Errorf("write: %w", err))
