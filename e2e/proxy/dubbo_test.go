@@ -108,17 +108,17 @@ func TestDubbo(t *testing.T) {
 		conn := dubboConn(t, timed, echoService, "")
 		var got string
 		start := time.Now()
-		err := dubboCall(conn, nil, "Echo", "sleep:800ms", &got, callTimeout)
+		err := dubboCall(conn, nil, "Echo", "sleep:1500ms", &got, callTimeout)
 		took := time.Since(start)
 		if err == nil || !strings.Contains(err.Error(), "timeout") {
 			t.Errorf("slow call = %q, %v; want an error that says timeout", got, err)
 		}
-		if took < 250*time.Millisecond || took > 700*time.Millisecond {
+		if took < 250*time.Millisecond || took > 1200*time.Millisecond {
 			t.Errorf("answered after %v; want about the route's 300ms", took)
 		}
 		t.Logf("dubbo-go reports after %v: %v", took, err)
 		// The late response is dropped, and the connection carries the next call.
-		time.Sleep(600 * time.Millisecond)
+		time.Sleep(1500*time.Millisecond - took + 200*time.Millisecond)
 		if err := dubboCall(conn, nil, "Echo", "after", &got, callTimeout); err != nil || got != "slow:after" {
 			t.Errorf("Echo after the timeout = %q, %v", got, err)
 		}
@@ -135,8 +135,9 @@ func TestDubbo(t *testing.T) {
 			}
 			errc <- err
 		}()
-		// The provider has the call once it is blocked; nothing else reports it.
-		time.Sleep(300 * time.Millisecond)
+		if !doomed.waitOutput(hangingMarker, callTimeout) {
+			t.Fatal("the call did not reach the provider")
+		}
 		doomed.kill()
 		select {
 		case err := <-errc:

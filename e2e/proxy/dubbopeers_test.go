@@ -54,6 +54,9 @@ const (
 	version2     = "2.0.0"
 )
 
+// hangingMarker is what a provider prints when a call has reached it and hangs.
+const hangingMarker = "meltemi-e2e: a call hangs"
+
 // providerEnv, when set, makes the test binary a Dubbo provider instead of running tests:
 // NAME:PORT.
 const providerEnv = "MELTEMI_E2E_PROXY_DUBBO_PROVIDER"
@@ -89,6 +92,8 @@ type EchoProvider struct{ name string }
 func (p *EchoProvider) Echo(_ context.Context, msg string) (string, error) {
 	switch {
 	case msg == "hang":
+		// The test waits for this line before it kills the provider.
+		fmt.Println(hangingMarker)
 		select {}
 	case strings.HasPrefix(msg, "sleep:"):
 		d, err := time.ParseDuration(strings.TrimPrefix(msg, "sleep:"))
@@ -226,6 +231,16 @@ func startDubboProvider(name string) (*dubboProvider, error) {
 			return p, fmt.Errorf("provider %s on %s not ready: %v (answered %q)", name, p.addr, err, got)
 		}
 	}
+}
+
+// waitOutput waits until the provider has printed s.
+func (p *dubboProvider) waitOutput(s string, timeout time.Duration) bool {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if strings.Contains(p.logs.String(), s) {
+			return true
+		}
+	}
+	return false
 }
 
 // kill ends the provider at once, as a crash would.

@@ -141,21 +141,22 @@ func TestThriftTimeout(t *testing.T) {
 	  "clusters": [{"name": "slow", "endpoints": [{"address": %q}]}]}`, slow.addr))
 	for _, m := range []wireMode{{"framed", "binary"}, {"header", "compact"}} {
 		t.Run(m.String(), func(t *testing.T) {
+			t.Parallel() // each mode has its own upstream connection
 			c := newGoClient(t, h.Listeners[0], m)
 			ctx, cancel := callCtx()
 			defer cancel()
 			start := time.Now()
-			_, err := c.Echo(ctx, "sleep:500ms")
+			_, err := c.Echo(ctx, "sleep:1s")
 			took := time.Since(start)
 			if appException(err) != thrift.INTERNAL_ERROR || !strings.Contains(err.Error(), "timeout") {
 				t.Errorf("slow call: %v; want TApplicationException INTERNAL_ERROR with timeout", err)
 			}
-			if took < 200*time.Millisecond || took > 450*time.Millisecond {
+			if took < 200*time.Millisecond || took > 800*time.Millisecond {
 				t.Errorf("timeout reply after %v; want about the route's 250ms", took)
 			}
 			// The late reply reaches the proxy meanwhile and must be dropped, not sent to the
 			// next call.
-			time.Sleep(400 * time.Millisecond)
+			time.Sleep(time.Second - took + 200*time.Millisecond)
 			if got, err := c.Echo(ctx, "after"); err != nil || got != "slow:after" {
 				t.Errorf("echo after the timeout = %q, %v", got, err)
 			}
