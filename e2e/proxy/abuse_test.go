@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -176,6 +177,50 @@ func TestCodecPanicDuringTraffic(t *testing.T) {
 	assertAlive(t, h)
 }
 
+// A codec that panics on a response, on the shared upstream connection: the client that
+// made the call gets an error rather than a hang, and the proxy serves the next calls.
+func TestCodecPanicOnResponse(t *testing.T) {
+	backend := startThriftServer(t, "b")
+	h := startHost(t, boomSO, fmt.Sprintf(`{"protocol": "thrift-boom",
+	  "route_config": {"routes": [{"route": {"cluster": "b"}}]},
+	  "clusters": [{"name": "b", "connections_per_endpoint": 1, "endpoints": [{"address": %q}]}]}`, backend.addr))
+	bystander := newGoClient(t, h.Listeners[0], wireMode{"framed", "binary"})
+	echoOK := func(msg string) {
+		t.Helper()
+		ctx, cancel := callCtx()
+		defer cancel()
+		if got, err := bystander.Echo(ctx, msg); err != nil || got != "b:"+msg {
+			t.Errorf("echo(%q) = %q, %v", msg, got, err)
+		}
+	}
+	echoOK("before")
+	conn, err := net.DialTimeout("tcp", h.Listeners[0], callTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// The server answers the unknown method with an exception named boom_reply, on which
+	// the codec panics while decoding the upstream's bytes.
+	if _, err := conn.Write(framedCall("boom_reply", 5)); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	reply, err := readFramed(conn)
+	switch {
+	case err == nil:
+		if !bytes.Contains(reply, []byte("meltemi")) {
+			t.Errorf("the call whose response panicked got %q; want the proxy's error reply", reply)
+		}
+		t.Logf("error reply: %q", reply)
+	case errors.Is(err, io.EOF) || isReset(err):
+		t.Logf("connection closed: %v", err)
+	default:
+		t.Fatalf("the call whose response panicked got no answer: %v", err)
+	}
+	echoOK("after")
+	assertAlive(t, h)
+}
+
 // framedCall is a framed strict-binary CALL of method with seqid seq and no arguments.
 func framedCall(method string, seq uint32) []byte {
 	return framed(callHeader(method, seq), 0) // STOP: no arguments
@@ -204,12 +249,23 @@ func framed(m []byte, tail ...byte) []byte {
 
 // readFrame reads one framed message.
 func readFrame(conn net.Conn) error {
+	_, err := readFramed(conn)
+	return err
+}
+
+// readFramed reads one framed message and returns it without its length.
+func readFramed(conn net.Conn) ([]byte, error) {
 	var size [4]byte
 	if _, err := io.ReadFull(conn, size[:]); err != nil {
-		return err
+		return nil, err
 	}
-	_, err := io.CopyN(io.Discard, conn, int64(binary.BigEndian.Uint32(size[:])))
-	return err
+	n := binary.BigEndian.Uint32(size[:])
+	if n > 1<<20 {
+		return nil, fmt.Errorf("frame of %d bytes", n)
+	}
+	m := make([]byte, n)
+	_, err := io.ReadFull(conn, m)
+	return m, err
 }
 
 // isReset reports whether err is a connection reset: closing with unread bytes resets.

@@ -1,6 +1,7 @@
 // Command boomplugin is Meltemi's plugin with one more codec, "thrift-boom", for the
 // end-to-end tests of e2e/proxy only: it is the thrift codec, except that decoding a request
-// for the method "boom" panics. It shows what a bug inside a codec does to live traffic.
+// for the method "boom", or a reply (or exception) for the method "boom_reply", panics. It
+// shows what a bug inside a codec does to live traffic, on either side of the proxy.
 package main
 
 import (
@@ -52,10 +53,14 @@ type boomConn struct{ codecs.Conn }
 
 func (c boomConn) Decode(buf []byte) (codecs.Frame, int, error) {
 	f, n, err := c.Conn.Decode(buf)
-	if f != nil && f.Kind().IsRequest() {
-		if m, _ := f.Attribute("method"); m == "boom" {
-			panic("thrift-boom: injected panic on method boom")
-		}
+	if f == nil {
+		return f, n, err
+	}
+	switch m, _ := f.Attribute("method"); {
+	case m == "boom" && f.Kind().IsRequest():
+		panic("thrift-boom: injected panic on a boom request")
+	case m == "boom_reply" && f.Kind().IsResponse():
+		panic("thrift-boom: injected panic on a boom_reply response")
 	}
 	return f, n, err
 }
