@@ -179,26 +179,43 @@ func TestDubboSharedUpstreamCollidingIDs(t *testing.T) {
 // Dubbo streams that cannot be served are closed; the others carry on.
 func TestDubboAbusivePeers(t *testing.T) {
 	p := startDubboProviders(t, "p")[0]
-	h := startHost(t, pluginSO, fmt.Sprintf(`{"protocol": "dubbo", "max_frame_size": 4096, "idle_timeout": "30s",
-	  "route_config": {"routes": [{"route": {"cluster": "p"}}]},
-	  "clusters": [{"name": "p", "endpoints": [{"address": %q}]}]}`, p.addr))
+	h := startHost(t, pluginSO,
+		fmt.Sprintf(`{"protocol": "dubbo", "max_frame_size": 4096, "idle_timeout": "30s",
+		  "route_config": {"routes": [{"route": {"cluster": "p"}}]},
+		  "clusters": [{"name": "p", "endpoints": [{"address": %q}]}]}`, p.addr),
+		// A short idle timeout, for the peer that stalls.
+		fmt.Sprintf(`{"protocol": "dubbo", "idle_timeout": "0.5s",
+		  "route_config": {"routes": [{"route": {"cluster": "p"}}]},
+		  "clusters": [{"name": "p", "endpoints": [{"address": %q}]}]}`, p.addr))
+	half, err := dubboEchoFrame(3, "never finished")
+	if err != nil {
+		t.Fatal(err)
+	}
 	bystander := dubboConn(t, h.Listeners[0], echoService, "")
 	var got string
 	if err := dubboCall(bystander, nil, "Echo", "start", &got, callTimeout); err != nil || got != "p:start" {
 		t.Fatalf("Echo = %q, %v", got, err)
 	}
 	cases := []struct {
-		name string
-		send []byte
+		name     string
+		listener int
+		send     []byte
+		// within is how long the proxy may take to close the connection; notBefore, how
+		// long it must keep it open.
+		within, notBefore time.Duration
 	}{
-		{"bad magic", []byte("GET / HTTP/1.1\r\nHost: meltemi\r\n\r\n")},
+		{name: "bad magic", send: []byte("GET / HTTP/1.1\r\nHost: meltemi\r\n\r\n"), within: time.Second},
 		// A header that declares a 1 MiB body on a listener that allows 4 KiB.
-		{"oversized frame", binary.BigEndian.AppendUint32(
-			[]byte{0xda, 0xbb, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 9}, 1<<20)},
+		{name: "oversized frame", send: binary.BigEndian.AppendUint32(
+			[]byte{0xda, 0xbb, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 9}, 1<<20), within: time.Second},
+		// The header and half the body of a request, then nothing: the idle timeout (0.5s)
+		// closes it.
+		{name: "half frame then stall", listener: 1, send: half[:dubboHeaderLen+(len(half)-dubboHeaderLen)/2],
+			within: 2 * time.Second, notBefore: 300 * time.Millisecond},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := net.DialTimeout("tcp", h.Listeners[0], callTimeout)
+			conn, err := net.DialTimeout("tcp", h.Listeners[tc.listener], callTimeout)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -207,12 +224,20 @@ func TestDubboAbusivePeers(t *testing.T) {
 			if _, err := conn.Write(tc.send); err != nil {
 				t.Fatal(err)
 			}
-			_ = conn.SetReadDeadline(start.Add(time.Second))
+			_ = conn.SetReadDeadline(start.Add(tc.within))
+			// The proxy cannot address a reply without a decoded request: it closes.
 			b, err := io.ReadAll(conn)
+			took := time.Since(start)
 			if err != nil && !isReset(err) {
-				t.Fatalf("connection still open after %v (read %q): %v", time.Since(start), b, err)
+				t.Fatalf("connection still open after %v (read %q): %v", took, b, err)
 			}
-			t.Logf("closed after %v, reply %q", time.Since(start), b)
+			if len(b) > 0 {
+				t.Errorf("the proxy answered %q before closing; want no bytes", b)
+			}
+			if took < tc.notBefore {
+				t.Errorf("closed after %v; want the idle timeout first", took)
+			}
+			t.Logf("closed after %v", took)
 			var got string
 			if err := dubboCall(bystander, nil, "Echo", tc.name, &got, callTimeout); err != nil || got != "p:"+tc.name {
 				t.Errorf("bystander after %s: Echo = %q, %v", tc.name, got, err)
