@@ -121,14 +121,14 @@ func benchProtocol(c *config, p loadgen.Protocol) (rows []row, profile string, e
 		return nil, "", err
 	}
 	defer backend.stop()
-	paths := []*path{{name: "direct", addr: backend.addr}}
+	paths := []*path{{name: "direct", addr: backend.addr, backend: backend}}
 
 	hap, err := startHAProxy(c, p.Name(), backend.addr)
 	if err != nil {
 		return nil, "", err
 	}
 	defer hap.stop()
-	paths = append(paths, &path{name: "haproxy", addr: hap.addr, proxy: hap})
+	paths = append(paths, &path{name: "haproxy", addr: hap.addr, proxy: hap, backend: backend})
 
 	meltemi := &path{name: "meltemi", pending: "no plugin .so"}
 	if c.so != "" && c.abihost != "" {
@@ -137,7 +137,7 @@ func benchProtocol(c *config, p loadgen.Protocol) (rows []row, profile string, e
 			return nil, "", err
 		}
 		defer h.stop()
-		meltemi = &path{name: "meltemi", addr: h.addr, proxy: h}
+		meltemi = &path{name: "meltemi", addr: h.addr, proxy: h, backend: backend}
 	}
 	paths = append(paths, meltemi)
 
@@ -184,7 +184,8 @@ func medianRun(rs []row) row {
 type path struct {
 	name    string
 	addr    string
-	proxy   *proc  // nil for direct
+	proxy   *proc // nil for direct
+	backend *proc
 	pending string // why the path cannot run, if it cannot
 }
 
@@ -195,6 +196,10 @@ type row struct {
 	pending        string
 	res            *loadgen.Result
 	cpuPerReq      time.Duration // proxy CPU per request; 0 without a proxy
+	proxyLoad      float64       // cores the proxy used (CPU time / wall time)
+	// otherLoad is the cores used by processes other than the client, backend and proxy
+	// during the run: on a shared machine, how much the numbers can be trusted.
+	otherLoad float64
 }
 
 func measure(c *config, p loadgen.Protocol, pa *path, r *row) error {
@@ -206,11 +211,9 @@ func measure(c *config, p loadgen.Protocol, pa *path, r *row) error {
 	if c.warmup > 0 {
 		l.Run(c.warmup, c.rate)
 	}
-	var cpu0 time.Duration
-	if pa.proxy != nil {
-		if cpu0, err = cpuTime(pa.proxy.pid()); err != nil {
-			return err
-		}
+	u0, err := sampleUsage(pa)
+	if err != nil {
+		return err
 	}
 	r.res = l.Run(c.duration, c.rate)
 	if err := l.Err(); err != nil {
@@ -219,14 +222,46 @@ func measure(c *config, p loadgen.Protocol, pa *path, r *row) error {
 	if r.res.Requests == 0 {
 		return errors.New("no replies")
 	}
-	if pa.proxy != nil {
-		cpu1, err := cpuTime(pa.proxy.pid())
-		if err != nil {
-			return err
-		}
-		r.cpuPerReq = (cpu1 - cpu0) / time.Duration(r.res.Requests)
+	u1, err := sampleUsage(pa)
+	if err != nil {
+		return err
 	}
+	wall := u1.at.Sub(u0.at).Seconds()
+	r.cpuPerReq = (u1.proxy - u0.proxy) / time.Duration(r.res.Requests)
+	r.proxyLoad = (u1.proxy - u0.proxy).Seconds() / wall
+	r.otherLoad = max(0, ((u1.machine-u0.machine)-(u1.ours-u0.ours)).Seconds()/wall)
 	return nil
+}
+
+// usage is a snapshot of CPU time used so far.
+type usage struct {
+	at      time.Time
+	machine time.Duration // by every process, all cores
+	ours    time.Duration // by this process, the backend and the proxy
+	proxy   time.Duration // by the proxy; 0 without one
+}
+
+func sampleUsage(pa *path) (usage, error) {
+	u := usage{at: time.Now()}
+	var err error
+	if u.machine, err = machineBusy(); err != nil {
+		return u, err
+	}
+	self, err := cpuTime(os.Getpid())
+	if err != nil {
+		return u, err
+	}
+	backend, err := cpuTime(pa.backend.pid())
+	if err != nil {
+		return u, err
+	}
+	if pa.proxy != nil {
+		if u.proxy, err = cpuTime(pa.proxy.pid()); err != nil {
+			return u, err
+		}
+	}
+	u.ours = self + backend + u.proxy
+	return u, nil
 }
 
 func startBackend(c *config, protocol string) (*proc, error) {

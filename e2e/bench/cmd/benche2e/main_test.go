@@ -14,6 +14,10 @@ func TestCPUTimeGrowsWithWork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	machine0, err := machineBusy()
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Spin until the process's CPU time has grown by 50ms (5 ticks of /proc/<pid>/stat); on
 	// a busy machine that takes more wall time, hence the generous bound.
 	for start := time.Now(); ; {
@@ -24,6 +28,14 @@ func TestCPUTimeGrowsWithWork(t *testing.T) {
 		if now-before >= 50*time.Millisecond {
 			if wall := time.Since(start); now-before > 2*wall+20*time.Millisecond {
 				t.Errorf("CPU time grew by %v in %v of wall time on one goroutine", now-before, wall)
+			}
+			// The machine was at least as busy as this process (both count in 10ms ticks).
+			machine1, err := machineBusy()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if machine1-machine0 < now-before-20*time.Millisecond {
+				t.Errorf("machine busy time grew by %v, less than this process's %v", machine1-machine0, now-before)
 			}
 			return
 		}
@@ -50,7 +62,7 @@ func TestMarkdownRatios(t *testing.T) {
 	for _, want := range []string{
 		// Latencies are histogram buckets, within 1/32: only the exact columns are compared.
 		"| meltemi | thrift | 8 | 33000 | ",
-		" | 15.0 | 1.10x | 0.82x | 0.75x |",
+		" | 15.0 | 1.10x | 0.82x | 0.75x | 0.00 | 0.00 |",
 		" | 20.0 | — | 0.75x | — |",
 		"| direct | thrift | 8 | 40000 | ",
 		"| meltemi | dubbo | 8 | pending (no plugin .so) |",

@@ -28,21 +28,27 @@ func markdown(c *config, rows []row) string {
 	if c.rate > 0 {
 		mode = fmt.Sprintf("open loop at %.0f req/s", c.rate)
 	}
-	fmt.Fprintf(&b, "%s, %d B payload, %v per run after %v warm-up, median-QPS run of %d; proxy on CPU %s, client and backend on the other.\n\n",
+	fmt.Fprintf(&b, "%s, %d B payload, %v per run after %v warm-up, median-QPS run of %d; proxy on CPU %s, client and backend on the other. "+
+		"Proxy cores: the proxy's CPU time over wall time. Other load: CPU used meanwhile by processes outside the benchmark.\n\n",
 		mode, c.payload, c.duration, c.warmup, max(c.repeat, 1), c.proxyCPU)
-	b.WriteString("| path | protocol | conns | QPS | p50 | p99 | max | p99 over direct | proxy CPU µs/req | QPS vs HAProxy | QPS vs direct | CPU/req vs HAProxy |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| path | protocol | conns | QPS | p50 | p99 | max | p99 over direct | proxy CPU µs/req | QPS vs HAProxy | QPS vs direct | CPU/req vs HAProxy | proxy cores | other load (cores) |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		if r.pending != "" {
-			fmt.Fprintf(&b, "| %s | %s | %d | pending (%s) | | | | | | | | |\n", r.path, r.protocol, r.conns, r.pending)
+			fmt.Fprintf(&b, "| %s | %s | %d | pending (%s) | | | | | | | | | | |\n", r.path, r.protocol, r.conns, r.pending)
 			continue
 		}
 		k := key{r.protocol, r.conns}
 		p99 := r.res.Latency.Quantile(0.99)
-		fmt.Fprintf(&b, "| %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		proxyLoad := "—"
+		if r.path != "direct" {
+			proxyLoad = fmt.Sprintf("%.2f", r.proxyLoad)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f |\n",
 			r.path, r.protocol, r.conns, r.res.QPS(),
 			us(r.res.Latency.Quantile(0.5)), us(p99), us(r.res.Latency.Max()),
-			p99Over(r, direct[k], p99), cpu(r), qpsRatio(r, hap[k]), qpsRatio(r, direct[k]), cpuRatio(r, hap[k]))
+			p99Over(r, direct[k], p99), cpu(r), qpsRatio(r, hap[k]), qpsRatio(r, direct[k]), cpuRatio(r, hap[k]),
+			proxyLoad, r.otherLoad)
 	}
 	return b.String()
 }
