@@ -1,0 +1,122 @@
+package demo
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+
+	"dubbo.apache.org/dubbo-go/v3"
+	"dubbo.apache.org/dubbo-go/v3/client"
+	"dubbo.apache.org/dubbo-go/v3/common/constant"
+	dubbologger "dubbo.apache.org/dubbo-go/v3/logger"
+	"dubbo.apache.org/dubbo-go/v3/protocol"
+	"dubbo.apache.org/dubbo-go/v3/server"
+	getty "github.com/apache/dubbo-getty"
+	gostlogger "github.com/dubbogo/gost/log/logger"
+
+	// What a provider and a direct-URL consumer need, rather than dubbo-go's imports package,
+	// which also builds every registry, config centre and tracer client.
+	_ "dubbo.apache.org/dubbo-go/v3/cluster/cluster/failfast"
+	_ "dubbo.apache.org/dubbo-go/v3/cluster/cluster/failover"
+	_ "dubbo.apache.org/dubbo-go/v3/cluster/loadbalance/random"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/accesslog"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/echo"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/exec_limit"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/generic"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/graceful_shutdown"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/token"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/tps"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/tps/limiter"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/tps/strategy"
+	_ "dubbo.apache.org/dubbo-go/v3/protocol/dubbo"
+	_ "dubbo.apache.org/dubbo-go/v3/proxy/proxy_factory"
+)
+
+// DubboInterface is the Dubbo service of the demo: Echo(String) -> String.
+const DubboInterface = "org.apache.dubbo.sample.EchoService"
+
+// DubboEchoService implements DubboInterface, replying "<name>: <msg>".
+type DubboEchoService struct{ name string }
+
+// Echo returns the provider's name and msg.
+func (s *DubboEchoService) Echo(_ context.Context, msg string) (string, error) {
+	return s.name + ": " + msg, nil
+}
+
+// quietDubbo keeps dubbo-go and getty to warnings: their informational logs would bury the
+// demo's output.
+var quietDubbo = sync.OnceFunc(func() {
+	if err := getty.SetLoggerLevel(getty.LoggerLevelError); err != nil {
+		fmt.Fprintln(os.Stderr, "getty logger:", err)
+	}
+	gostlogger.SetLoggerLevel("warn")
+})
+
+// ServeDubbo serves DubboInterface over the dubbo protocol on port until the process ends,
+// with service version version ("" for none), replying "<name>: <msg>".
+func ServeDubbo(name string, port int, version string) error {
+	quietDubbo()
+	ins, err := dubbo.NewInstance(
+		dubbo.WithName("meltemi-demo-"+name),
+		dubbo.WithLogger(dubbologger.WithLevel("warn")),
+		dubbo.WithProtocol(protocol.WithDubbo(), protocol.WithPort(port)),
+	)
+	if err != nil {
+		return fmt.Errorf("dubbo provider %s: %w", name, err)
+	}
+	srv, err := ins.NewServer()
+	if err != nil {
+		return fmt.Errorf("dubbo provider %s: %w", name, err)
+	}
+	opts := []server.ServiceOption{server.WithInterface(DubboInterface)}
+	if version != "" {
+		opts = append(opts, server.WithVersion(version))
+	}
+	if err := srv.Register(&DubboEchoService{name: name}, nil, opts...); err != nil {
+		return fmt.Errorf("dubbo provider %s: registering %s: %w", name, DubboInterface, err)
+	}
+	if err := srv.Serve(); err != nil {
+		return fmt.Errorf("dubbo provider %s on port %d: %w", name, port, err)
+	}
+	return nil
+}
+
+// DubboClient calls DubboInterface at one address (a direct URL, no registry).
+type DubboClient struct{ cli *client.Client }
+
+// NewDubboClient returns a client of the provider or proxy at addr ("ip:port").
+func NewDubboClient(addr string) (*DubboClient, error) {
+	quietDubbo()
+	cli, err := client.NewClient(
+		client.WithClientURL("dubbo://"+addr),
+		client.WithClientProtocolDubbo(),
+		client.WithClientSerialization(constant.Hessian2Serialization),
+		// One attempt per call: the demo shows what the proxy answers.
+		client.WithClientClusterFailFast(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("dubbo client for %s: %w", addr, err)
+	}
+	return &DubboClient{cli: cli}, nil
+}
+
+// Echo calls Echo(msg) on the service version version ("" for none).
+func (c *DubboClient) Echo(version, msg string) (string, error) {
+	var opts []client.ReferenceOption
+	if version != "" {
+		opts = append(opts, client.WithVersion(version))
+	}
+	conn, err := c.cli.Dial(DubboInterface, opts...)
+	if err != nil {
+		return "", fmt.Errorf("dubbo dial %s: %w", DubboInterface, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	var reply string
+	// Without an explicit timeout CallUnary sends an empty one, which dubbo-go reads as 0.
+	if err := conn.CallUnary(ctx, []any{msg}, &reply, "Echo", client.WithCallRequestTimeout(callTimeout)); err != nil {
+		return "", fmt.Errorf("dubbo Echo (version %q): %w", version, err)
+	}
+	return reply, nil
+}

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The `make run` demo: builds the Meltemi plugin (bin/meltemi.so), runs it in a host with the
+# configurations of envoy-config/, starts Thrift and Dubbo echo servers v1 and v2 behind it,
+# shows the routing with a few client calls, and serves until Ctrl-C.
+#
+#   hack/run-demo.sh           # interactive: serve until Ctrl-C
+#   hack/run-demo.sh --check   # run the client calls, exit 0 only if every call was routed right
+#
+# The host is abihost (e2e/abihost, the C host that loads the plugin exactly as Envoy does)
+# unless real Envoy is asked for or found: MELTEMI_HOST=envoy uses `envoy` from PATH with
+# envoy-config/envoy-demo.yaml, MELTEMI_HOST=abihost forces abihost, and the default (auto)
+# takes Envoy when `envoy` is on PATH. Envoy runs with GODEBUG=cgocheck=0, which the Go
+# runtime inside the plugin needs.
+#
+# Ports (127.0.0.1): listeners Thrift 9090 and Dubbo 20880; Thrift servers 9091 (v1) and
+# 9092 (v2); Dubbo providers 20881 (v1) and 20882 (v2); Envoy admin 9901.
+set -euo pipefail
+
+check=0
+case "${1:-}" in
+  --check) check=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
+
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+die() { echo "run-demo: $*" >&2; exit 1; }
+
+# Tools: go builds everything, gcc is cgo's compiler for the c-shared plugin and builds abihost.
+command -v go >/dev/null || die "go is not on PATH: install Go 1.26 or later (https://go.dev/dl/)"
+command -v gcc >/dev/null || die "gcc is not on PATH: install it (Debian: apt-get install gcc)"
+
+host=${MELTEMI_HOST:-auto}
+case "$host" in
+  auto) if command -v envoy >/dev/null; then host=envoy; else host=abihost; fi ;;
+  envoy) command -v envoy >/dev/null || die "MELTEMI_HOST=envoy but envoy is not on PATH" ;;
+  abihost) ;;
+  *) die "MELTEMI_HOST=$host: want auto, abihost or envoy" ;;
+esac
+
+ports=(9090 20880 9091 9092 20881 20882)
+[ "$host" = envoy ] && ports+=(9901)
+for p in "${ports[@]}"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    die "port 127.0.0.1:$p is in use (another demo running?): the demo needs ${ports[*]}"
+  fi
+done
+
+echo "== building bin/meltemi.so, bin/meltemi-demo$([ "$host" = abihost ] && echo ", bin/abihost")"
+mkdir -p bin
+CGO_ENABLED=1 go build -buildmode=c-shared -o bin/meltemi.so ./plugin
+go build -o bin/meltemi-demo ./e2e/demo/cmd/meltemi-demo
+[ "$host" = abihost ] && e2e/abihost/build.sh bin/abihost
+
+run=$(mktemp -d "${TMPDIR:-/tmp}/meltemi-demo.XXXXXX")
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$run"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME CMD...: runs CMD in the background, its output in $run/NAME.log.
+start() {
+  local name=$1; shift
+  "$@" >"$run/$name.log" 2>&1 &
+  pids+=($!)
+  names[$!]=$name
+}
+declare -A names
+
+# The plugin configurations are validated before anything starts.
+bin/meltemi-demo plugin-config -o "$run/thrift.any" envoy-config/demo/thrift.yaml
+bin/meltemi-demo plugin-config -o "$run/dubbo.any" envoy-config/demo/dubbo.yaml
+
+echo "== starting the servers and the plugin in $host (logs in $run)"
+start thrift-v1 bin/meltemi-demo thrift-server -name v1 -listen 127.0.0.1:9091
+start thrift-v2 bin/meltemi-demo thrift-server -name v2 -listen 127.0.0.1:9092
+start dubbo-v1 bin/meltemi-demo dubbo-provider -name v1 -port 20881
+start dubbo-v2 bin/meltemi-demo dubbo-provider -name v2 -port 20882 -version 2.0.0
+if [ "$host" = envoy ]; then
+  GODEBUG=cgocheck=0 start envoy envoy -c envoy-config/envoy-demo.yaml --log-level warn
+else
+  start abihost bin/abihost --library "$root/bin/meltemi.so" --library-id meltemi --plugin meltemi \
+    --listen 127.0.0.1:9090 --config-file "$run/thrift.any" \
+    --listen 127.0.0.1:20880 --config-file "$run/dubbo.any"
+fi
+
+# Ready when every port accepts connections; a child that exits first is an error.
+deadline=$((SECONDS + 60))
+for p in "${ports[@]}"; do
+  until (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do
+    for pid in "${pids[@]}"; do
+      if ! kill -0 "$pid" 2>/dev/null; then
+        echo "run-demo: ${names[$pid]} exited; its log:" >&2
+        cat "$run/${names[$pid]}.log" >&2
+        exit 1
+      fi
+    done
+    [ $SECONDS -lt $deadline ] || die "port $p not listening after 60s; logs in $run"
+    sleep 0.2
+  done
+done
+
+cat <<INFO
+
+== Meltemi demo: the plugin runs in $host
+  Thrift listener 127.0.0.1:9090  service Echo { string echo(1: string msg) }
+      framed or buffered, binary or compact, or THeader (detected per connection)
+      THeader header "version: v2" -> v2 (127.0.0.1:9092), everything else -> v1 (127.0.0.1:9091)
+  Dubbo listener  127.0.0.1:20880  org.apache.dubbo.sample.EchoService Echo(String) -> String
+      service version 2.0.0 -> v2 (127.0.0.1:20882), everything else -> v1 (127.0.0.1:20881)
+  Routing: envoy-config/demo/thrift.yaml, envoy-config/demo/dubbo.yaml
+  Call them again with:
+      bin/meltemi-demo client -thrift 127.0.0.1:9090 -dubbo 127.0.0.1:20880
+  or any Thrift or Dubbo client. Logs: $run
+
+== Demo client
+INFO
+
+status=0
+bin/meltemi-demo client -thrift 127.0.0.1:9090 -dubbo 127.0.0.1:20880 -wait 20s || status=$?
+if [ $check = 1 ]; then
+  if [ $status = 0 ]; then echo "== check passed: every call was routed as configured"; else
+    echo "== check FAILED; plugin log:" >&2; cat "$run/$host.log" >&2; fi
+  exit $status
+fi
+[ $status = 0 ] || echo "== some calls failed; logs in $run" >&2
+
+echo
+echo "== Serving until Ctrl-C"
+wait -n "${pids[@]}" || true
+echo "run-demo: a demo process exited; logs:" >&2
+for pid in "${pids[@]}"; do
+  kill -0 "$pid" 2>/dev/null || { echo "-- ${names[$pid]}" >&2; cat "$run/${names[$pid]}.log" >&2; }
+done
+exit 1
