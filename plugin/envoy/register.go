@@ -7,6 +7,7 @@ import (
 
 	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
 
+	"github.com/meltemi-mesh/meltemi/codecs"
 	"github.com/meltemi-mesh/meltemi/codecs/builtin"
 )
 
@@ -18,9 +19,12 @@ const PluginName = "meltemi"
 // main package calls it from init, when the library is loaded. Logs go to stderr, which
 // Envoy's process and Istio's sidecar keep: Envoy's own Go logging API needs a part of
 // Envoy's Go SDK (api_impl) that starts a background poller at load time.
-func Register() {
+//
+// extra are third-party codecs compiled into the plugin, added to the built-in dubbo and
+// thrift codecs; a name clash is reported by every configuration that uses the registry.
+func Register(extra ...codecs.Factory) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("filter", PluginName)
-	reg, err := builtin.Registry()
+	reg, err := builtin.Registry(extra...)
 	if err != nil {
 		// Cannot happen with the shipped codecs; every configuration then reports it.
 		log.Error("codec registry", "err", err)

@@ -5,28 +5,13 @@
 package main
 
 import (
-	"log/slog"
-	"os"
-
-	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
-
 	"github.com/meltemi-mesh/meltemi/codecs"
-	"github.com/meltemi-mesh/meltemi/codecs/builtin"
 	"github.com/meltemi-mesh/meltemi/codecs/thrift"
 	"github.com/meltemi-mesh/meltemi/plugin/envoy"
 )
 
-// The same registration as plugin/main.go's envoy.Register, with the extra codec.
-func init() {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("filter", envoy.PluginName)
-	reg, err := builtin.Registry(boomFactory{})
-	if err != nil {
-		log.Error("codec registry", "err", err)
-		os.Exit(2)
-	}
-	network.RegisterNetworkFilterConfigParser(&envoy.Parser{Registry: reg, Dial: network.CreateUpstreamConn, Log: log})
-	network.RegisterNetworkFilterConfigFactory(envoy.PluginName, envoy.Factory{})
-}
+// Meltemi's own registration, with the extra codec: how a third-party codec is compiled in.
+func init() { envoy.Register(boomFactory{}) }
 
 func main() {}
 
