@@ -11,13 +11,18 @@ BENCHTIME ?= 1s
 # Both modules of the workspace: the product and the test-only e2e module.
 PKGS := ./... ./e2e/...
 
-.PHONY: all build test lint unit interop bench fuzz generate check-generated tools clean
+.PHONY: all build run test lint unit interop bench fuzz generate check-generated tools clean
 
 all: test
 
 # The plugin: one shared library that stock Envoy (contrib build) loads.
 build:
 	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -o bin/meltemi.so ./plugin
+
+# The demo: the plugin (in the ABI host, or in Envoy when `envoy` is on PATH) between demo
+# clients and v1/v2 Thrift and Dubbo servers. Serves until Ctrl-C.
+run: build
+	hack/run-demo.sh
 
 test: lint check-generated unit interop
 
@@ -55,13 +60,14 @@ fuzz:
 	  done; \
 	done
 
-GENERATED := 'plugin/api/*.pb.go' e2e/interop/thrift/gen-go
+GENERATED := 'plugin/api/*.pb.go' e2e/interop/thrift/gen-go e2e/demo/gen-go
 
 # Regenerates committed generated code: the plugin's protobuf API and the Thrift IDL
 # bindings used by the interop tests.
 generate:
 	TOOLS_DIR=$(TOOLS_DIR) hack/protoc.sh
 	cd e2e/interop/thrift && ./generate.sh
+	cd e2e/demo && ./generate.sh
 
 # Fails when committed generated code is stale.
 check-generated: generate
