@@ -11,7 +11,7 @@ BENCHTIME ?= 1s
 # Both modules of the workspace: the product and the test-only e2e module.
 PKGS := ./... ./e2e/...
 
-.PHONY: all build run test lint unit interop bench fuzz generate check-generated tools clean
+.PHONY: all build run test lint unit interop bench bench-e2e fuzz generate check-generated tools clean
 
 all: test
 
@@ -49,6 +49,11 @@ interop:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./codecs/... ./plugin/engine/...
+
+# End-to-end benchmark: direct vs HAProxy vs the plugin .so in the ABI host, Thrift and Dubbo
+# (e2e/bench/README.md; BENCH_DURATION, BENCH_CONNS, BENCH_PERF=1 ... tune it).
+bench-e2e:
+	hack/bench-e2e.sh
 
 # Every fuzz target of the product module, FUZZTIME each (default 10m).
 fuzz:
