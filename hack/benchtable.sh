@@ -3,7 +3,7 @@
 # shows: one row per benchmark, the median ns/op of its runs.
 set -euo pipefail
 awk '
-/^pkg:/ { pkg = $2; sub(".*/codecs/", "", pkg) }
+/^pkg:/ { pkg = $2; sub(".*/meltemi/", "", pkg) }
 /^Benchmark/ && /ns\/op/ {
 	name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
 	key = pkg " | " name
@@ -21,7 +21,7 @@ function median(key,    m, i, j, t, v) {
 	return v[int((m + 1) / 2)]
 }
 END {
-	print "| codec | benchmark | ns/op (median) | B/op | allocs/op |"
+	print "| package | benchmark | ns/op (median) | B/op | allocs/op |"
 	print "|---|---|---:|---:|---:|"
 	for (k = 1; k <= n; k++) printf "| %s | %s | %s | %s |\n", order[k], median(order[k]), b[order[k]], allocs[order[k]]
 }'
