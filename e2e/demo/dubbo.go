@@ -6,31 +6,15 @@ import (
 	"os"
 	"sync"
 
-	"dubbo.apache.org/dubbo-go/v3"
 	"dubbo.apache.org/dubbo-go/v3/client"
 	"dubbo.apache.org/dubbo-go/v3/common/constant"
-	dubbologger "dubbo.apache.org/dubbo-go/v3/logger"
-	"dubbo.apache.org/dubbo-go/v3/protocol"
-	"dubbo.apache.org/dubbo-go/v3/server"
-	getty "github.com/apache/dubbo-getty"
-	gostlogger "github.com/dubbogo/gost/log/logger"
 
-	// What a provider and a direct-URL consumer need, rather than dubbo-go's imports package,
-	// which also builds every registry, config centre and tracer client.
+	"github.com/meltemi-mesh/meltemi/e2e/internal/dubbopeer"
+
+	// What a direct-URL consumer needs besides what dubbopeer links in.
 	_ "dubbo.apache.org/dubbo-go/v3/cluster/cluster/failfast"
 	_ "dubbo.apache.org/dubbo-go/v3/cluster/cluster/failover"
 	_ "dubbo.apache.org/dubbo-go/v3/cluster/loadbalance/random"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/accesslog"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/echo"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/exec_limit"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/generic"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/graceful_shutdown"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/token"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/tps"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/tps/limiter"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/tps/strategy"
-	_ "dubbo.apache.org/dubbo-go/v3/protocol/dubbo"
-	_ "dubbo.apache.org/dubbo-go/v3/proxy/proxy_factory"
 )
 
 // DubboInterface is the Dubbo service of the demo: Echo(String) -> String.
@@ -47,37 +31,19 @@ func (s *DubboEchoService) Echo(_ context.Context, msg string) (string, error) {
 // quietDubbo keeps dubbo-go and getty to warnings: their informational logs would bury the
 // demo's output.
 var quietDubbo = sync.OnceFunc(func() {
-	if err := getty.SetLoggerLevel(getty.LoggerLevelError); err != nil {
-		fmt.Fprintln(os.Stderr, "getty logger:", err)
+	if err := dubbopeer.Quiet("warn"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 	}
-	gostlogger.SetLoggerLevel("warn")
 })
 
 // ServeDubbo serves DubboInterface over the dubbo protocol on port until the process ends,
 // with service version version ("" for none), replying "<name>: <msg>".
 func ServeDubbo(name string, port int, version string) error {
 	quietDubbo()
-	ins, err := dubbo.NewInstance(
-		dubbo.WithName("meltemi-demo-"+name),
-		dubbo.WithLogger(dubbologger.WithLevel("warn")),
-		dubbo.WithProtocol(protocol.WithDubbo(), protocol.WithPort(port)),
-	)
+	err := dubbopeer.Serve("meltemi-demo-"+name, port, "warn",
+		dubbopeer.Service{Impl: &DubboEchoService{name: name}, Interface: DubboInterface, Version: version})
 	if err != nil {
 		return fmt.Errorf("dubbo provider %s: %w", name, err)
-	}
-	srv, err := ins.NewServer()
-	if err != nil {
-		return fmt.Errorf("dubbo provider %s: %w", name, err)
-	}
-	opts := []server.ServiceOption{server.WithInterface(DubboInterface)}
-	if version != "" {
-		opts = append(opts, server.WithVersion(version))
-	}
-	if err := srv.Register(&DubboEchoService{name: name}, nil, opts...); err != nil {
-		return fmt.Errorf("dubbo provider %s: registering %s: %w", name, DubboInterface, err)
-	}
-	if err := srv.Serve(); err != nil {
-		return fmt.Errorf("dubbo provider %s on port %d: %w", name, port, err)
 	}
 	return nil
 }

@@ -72,14 +72,7 @@ func TestThriftAbusivePeers(t *testing.T) {
 
 	// A strict-binary message header with message type 9, which does not exist.
 	badType := []byte{0x80, 0x01, 0x00, 0x09, 0, 0, 0, 4, 'e', 'c', 'h', 'o', 0, 0, 0, 1, 0}
-	cases := []struct {
-		name     string
-		listener int
-		send     []byte
-		// within is how long the proxy may take to close the connection; notBefore, how
-		// long it must keep it open.
-		within, notBefore time.Duration
-	}{
+	cases := []garbageCase{
 		{name: "garbage framed", send: append(binary.BigEndian.AppendUint32(nil, uint32(len(badType))), badType...),
 			within: time.Second},
 		{name: "garbage unframed", send: badType, within: time.Second},
@@ -95,30 +88,7 @@ func TestThriftAbusivePeers(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := net.DialTimeout("tcp", h.Listeners[tc.listener], callTimeout)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			start := time.Now()
-			if _, err := conn.Write(tc.send); err != nil {
-				t.Fatal(err)
-			}
-			_ = conn.SetReadDeadline(start.Add(tc.within))
-			// Neither Thrift nor Dubbo can address a reply without a decoded request, so the
-			// proxy closes without writing.
-			got, err := io.ReadAll(conn)
-			took := time.Since(start)
-			if err != nil && !isReset(err) {
-				t.Fatalf("connection still open after %v (read %q): %v", took, got, err)
-			}
-			if len(got) > 0 {
-				t.Errorf("the proxy answered %q before closing; want no bytes", got)
-			}
-			if took < tc.notBefore {
-				t.Errorf("closed after %v; want the idle timeout first", took)
-			}
-			t.Logf("closed after %v", took)
+			tc.assertClosedSilently(t, h.Listeners[tc.listener])
 			bystand(t, tc.name)
 		})
 	}
@@ -266,6 +236,47 @@ func readFramed(conn net.Conn) ([]byte, error) {
 	m := make([]byte, n)
 	_, err := io.ReadFull(conn, m)
 	return m, err
+}
+
+// garbageCase is what an abusive peer sends on a new connection: bytes the proxy cannot
+// decode into a request.
+type garbageCase struct {
+	name     string
+	listener int
+	send     []byte
+	// within is how long the proxy may take to close the connection; notBefore, how long it
+	// must keep it open.
+	within, notBefore time.Duration
+}
+
+// assertClosedSilently sends tc's bytes to addr and asserts that the proxy closes the
+// connection without writing anything, within tc.within and not before tc.notBefore.
+func (tc garbageCase) assertClosedSilently(t *testing.T, addr string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, callTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	if _, err := conn.Write(tc.send); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(start.Add(tc.within))
+	// Neither Thrift nor Dubbo can address a reply without a decoded request, so the proxy
+	// closes without writing.
+	got, err := io.ReadAll(conn)
+	took := time.Since(start)
+	if err != nil && !isReset(err) {
+		t.Fatalf("connection still open after %v (read %q): %v", took, got, err)
+	}
+	if len(got) > 0 {
+		t.Errorf("the proxy answered %q before closing; want no bytes", got)
+	}
+	if took < tc.notBefore {
+		t.Errorf("closed after %v; want the idle timeout first", took)
+	}
+	t.Logf("closed after %v", took)
 }
 
 // isReset reports whether err is a connection reset: closing with unread bytes resets.

@@ -14,36 +14,21 @@ import (
 	"testing"
 	"time"
 
-	"dubbo.apache.org/dubbo-go/v3"
 	"dubbo.apache.org/dubbo-go/v3/client"
 	"dubbo.apache.org/dubbo-go/v3/common/constant"
 	"dubbo.apache.org/dubbo-go/v3/common/extension"
 	"dubbo.apache.org/dubbo-go/v3/filter"
-	dubbologger "dubbo.apache.org/dubbo-go/v3/logger"
-	"dubbo.apache.org/dubbo-go/v3/protocol"
 	"dubbo.apache.org/dubbo-go/v3/protocol/base"
 	dubboprotocol "dubbo.apache.org/dubbo-go/v3/protocol/dubbo"
 	"dubbo.apache.org/dubbo-go/v3/protocol/result"
 	remotinggetty "dubbo.apache.org/dubbo-go/v3/remoting/getty"
-	"dubbo.apache.org/dubbo-go/v3/server"
-	getty "github.com/apache/dubbo-getty"
-	gostlogger "github.com/dubbogo/gost/log/logger"
 
-	// What a provider and a direct-URL consumer need, rather than dubbo-go's imports package,
-	// which also builds every registry, config centre and tracer client.
+	"github.com/meltemi-mesh/meltemi/e2e/internal/dubbopeer"
+
+	// What a direct-URL consumer needs besides what dubbopeer links in.
 	_ "dubbo.apache.org/dubbo-go/v3/cluster/cluster/failfast"
 	_ "dubbo.apache.org/dubbo-go/v3/cluster/cluster/failover"
 	_ "dubbo.apache.org/dubbo-go/v3/cluster/loadbalance/random"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/accesslog"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/echo"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/exec_limit"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/generic"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/graceful_shutdown"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/token"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/tps"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/tps/limiter"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/tps/strategy"
-	_ "dubbo.apache.org/dubbo-go/v3/proxy/proxy_factory"
 )
 
 // The services the Dubbo providers export. Every provider exports echoService without a
@@ -118,38 +103,18 @@ type (
 )
 
 func runProvider(name string, port int) error {
-	ins, err := dubbo.NewInstance(
-		dubbo.WithName("meltemi-e2e-"+name),
-		dubbo.WithLogger(dubbologger.WithLevel("warn")),
-		dubbo.WithProtocol(protocol.WithDubbo(), protocol.WithPort(port)),
-	)
-	if err != nil {
-		return fmt.Errorf("new instance: %w", err)
-	}
-	srv, err := ins.NewServer()
-	if err != nil {
-		return fmt.Errorf("new server: %w", err)
-	}
-	if err := srv.Register(&EchoProvider{name}, nil, server.WithInterface(echoService)); err != nil {
-		return fmt.Errorf("register %s: %w", echoService, err)
-	}
-	if err := srv.Register(&EchoProviderV2{EchoProvider{name}}, nil, server.WithInterface(echoService),
-		server.WithVersion(version2)); err != nil {
-		return fmt.Errorf("register %s %s: %w", echoService, version2, err)
-	}
-	if err := srv.Register(&OtherProvider{EchoProvider{name}}, nil, server.WithInterface(otherService)); err != nil {
-		return fmt.Errorf("register %s: %w", otherService, err)
-	}
-	return srv.Serve()
+	return dubbopeer.Serve("meltemi-e2e-"+name, port, "warn",
+		dubbopeer.Service{Impl: &EchoProvider{name}, Interface: echoService},
+		dubbopeer.Service{Impl: &EchoProviderV2{EchoProvider{name}}, Interface: echoService, Version: version2},
+		dubbopeer.Service{Impl: &OtherProvider{EchoProvider{name}}, Interface: otherService})
 }
 
 // quietDubboLogs silences getty's per-packet logging and dubbo-go's informational logging,
 // and sets the consumer's process-wide getty configuration: one connection per address.
 func quietDubboLogs() {
-	if err := getty.SetLoggerLevel(getty.LoggerLevelError); err != nil {
-		fmt.Fprintln(os.Stderr, "getty logger:", err)
+	if err := dubbopeer.Quiet("error"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 	}
-	gostlogger.SetLoggerLevel("error")
 	extension.SetFilter(probeFilterName, func() filter.Filter { return probeFilter{} })
 	conf := remotinggetty.GetDefaultClientConfig()
 	conf.ConnectionNum = 1

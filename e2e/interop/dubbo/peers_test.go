@@ -13,37 +13,22 @@ import (
 	"testing"
 	"time"
 
-	"dubbo.apache.org/dubbo-go/v3"
 	"dubbo.apache.org/dubbo-go/v3/client"
 	"dubbo.apache.org/dubbo-go/v3/common/constant"
 	"dubbo.apache.org/dubbo-go/v3/common/extension"
 	"dubbo.apache.org/dubbo-go/v3/filter"
-	dubbologger "dubbo.apache.org/dubbo-go/v3/logger"
-	"dubbo.apache.org/dubbo-go/v3/protocol"
 	"dubbo.apache.org/dubbo-go/v3/protocol/base"
 	dubboprotocol "dubbo.apache.org/dubbo-go/v3/protocol/dubbo"
 	"dubbo.apache.org/dubbo-go/v3/protocol/result"
 	remotinggetty "dubbo.apache.org/dubbo-go/v3/remoting/getty"
-	"dubbo.apache.org/dubbo-go/v3/server"
-	getty "github.com/apache/dubbo-getty"
 	hessian "github.com/apache/dubbo-go-hessian2"
-	gostlogger "github.com/dubbogo/gost/log/logger"
 
-	// What a provider and a direct-URL consumer need, rather than dubbo-go's imports package,
-	// which also builds every registry, config centre and tracer client.
+	"github.com/meltemi-mesh/meltemi/e2e/internal/dubbopeer"
+
+	// What a direct-URL consumer needs besides what dubbopeer links in.
 	_ "dubbo.apache.org/dubbo-go/v3/cluster/cluster/failfast"
 	_ "dubbo.apache.org/dubbo-go/v3/cluster/cluster/failover"
 	_ "dubbo.apache.org/dubbo-go/v3/cluster/loadbalance/random"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/accesslog"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/echo"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/exec_limit"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/generic"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/graceful_shutdown"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/token"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/tps"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/tps/limiter"
-	_ "dubbo.apache.org/dubbo-go/v3/filter/tps/strategy"
-	_ "dubbo.apache.org/dubbo-go/v3/proxy/proxy_factory"
 )
 
 // The service both peers agree on. The provider exports it twice: with echoVersion and
@@ -113,35 +98,17 @@ type PlainEchoProvider struct{ EchoProvider }
 
 // runProvider serves both exports on port until the process is killed.
 func runProvider(port int) error {
-	ins, err := dubbo.NewInstance(
-		dubbo.WithName("meltemi-interop-provider"),
-		dubbo.WithLogger(dubbologger.WithLevel("warn")),
-		dubbo.WithProtocol(protocol.WithDubbo(), protocol.WithPort(port)),
-	)
-	if err != nil {
-		return fmt.Errorf("new instance: %w", err)
-	}
-	srv, err := ins.NewServer()
-	if err != nil {
-		return fmt.Errorf("new server: %w", err)
-	}
-	if err := srv.Register(&EchoProvider{}, nil, server.WithInterface(echoInterface),
-		server.WithVersion(echoVersion), server.WithGroup(echoGroup)); err != nil {
-		return fmt.Errorf("register versioned service: %w", err)
-	}
-	if err := srv.Register(&PlainEchoProvider{}, nil, server.WithInterface(echoInterface)); err != nil {
-		return fmt.Errorf("register plain service: %w", err)
-	}
-	return srv.Serve()
+	return dubbopeer.Serve("meltemi-interop-provider", port, "warn",
+		dubbopeer.Service{Impl: &EchoProvider{}, Interface: echoInterface, Version: echoVersion, Group: echoGroup},
+		dubbopeer.Service{Impl: &PlainEchoProvider{}, Interface: echoInterface})
 }
 
 // quietLogs silences getty's per-packet logging and dubbo-go's informational logging, which
 // otherwise dominate the run time.
 func quietLogs() {
-	if err := getty.SetLoggerLevel(getty.LoggerLevelError); err != nil {
-		fmt.Fprintln(os.Stderr, "getty logger:", err)
+	if err := dubbopeer.Quiet("warn"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 	}
-	gostlogger.SetLoggerLevel("warn")
 }
 
 // probeFilterName is the consumer filter that lets a test add request attachments and read
