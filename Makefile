@@ -43,7 +43,8 @@ lint: $(STATICCHECK)
 unit:
 	$(GO) test -race -count=1 ./...
 
-# Interop with real third-party peers (apache/thrift Go, python3-thrift, dubbo-go).
+# The e2e module: ABI host, codec interop and the plugin .so between real third-party peers
+# (apache/thrift Go, python3-thrift, dubbo-go), the demo check.
 interop:
 	$(GO) test -count=1 -timeout 10m ./e2e/...
 
