@@ -66,12 +66,13 @@ fuzz:
 	  done; \
 	done
 
-GENERATED := 'plugin/api/*.pb.go' e2e/interop/thrift/gen-go e2e/demo/gen-go
+GENERATED := 'plugin/api/*.pb.go' e2e/interop/thrift/gen-go e2e/demo/gen-go 'controlplane/api/*zz_generated.deepcopy.go' controlplane/config/crd
 
-# Regenerates committed generated code: the plugin's protobuf API and the Thrift IDL
-# bindings used by the interop tests.
+# Regenerates committed generated code: the plugin's protobuf API, the controller's CRD types
+# (deepcopy + CRD YAML) and the Thrift IDL bindings of the tests.
 generate:
 	TOOLS_DIR=$(TOOLS_DIR) hack/protoc.sh
+	TOOLS_DIR=$(TOOLS_DIR) hack/controller-gen.sh
 	cd e2e/interop/thrift && ./generate.sh
 	cd e2e/demo && ./generate.sh
 
