@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 
-	"google.golang.org/protobuf/proto"
 	"gopkg.in/yaml.v3"
 
 	apiv1alpha1 "github.com/meltemi-mesh/meltemi/plugin/api/v1alpha1"
@@ -52,13 +51,9 @@ func PluginConfig(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := apiv1alpha1.TypedStructAnyFromJSON(js)
+	b, err := apiv1alpha1.PluginConfigFromJSON(js)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	b, err := proto.Marshal(a)
-	if err != nil {
-		return nil, fmt.Errorf("%s: serializing the Any: %w", path, err)
 	}
 	return b, nil
 }

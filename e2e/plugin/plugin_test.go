@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/apache/thrift/lib/go/thrift"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/meltemi-mesh/meltemi/e2e/abihost"
 	"github.com/meltemi-mesh/meltemi/e2e/interop/thrift/gen-go/echo"
@@ -102,11 +101,7 @@ func startHost(t *testing.T, configs ...string) *abihost.Host {
 	}
 	var ls []abihost.Listener
 	for _, js := range configs {
-		a, err := apiv1alpha1.TypedStructAnyFromJSON([]byte(js))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := proto.Marshal(a)
+		b, err := apiv1alpha1.PluginConfigFromJSON([]byte(js))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/meltemi-mesh/meltemi/e2e/abihost"
 	apiv1alpha1 "github.com/meltemi-mesh/meltemi/plugin/api/v1alpha1"
 )
@@ -90,13 +88,9 @@ func startHost(t *testing.T, library string, configs ...string) *abihost.Host {
 	}
 	var ls []abihost.Listener
 	for _, js := range configs {
-		a, err := apiv1alpha1.TypedStructAnyFromJSON([]byte(js))
+		b, err := apiv1alpha1.PluginConfigFromJSON([]byte(js))
 		if err != nil {
 			t.Fatalf("config %s: %v", js, err)
-		}
-		b, err := proto.Marshal(a)
-		if err != nil {
-			t.Fatal(err)
 		}
 		ls = append(ls, abihost.Listener{Plugin: "meltemi", Config: b})
 	}

@@ -173,6 +173,23 @@ func TypedStructAny(cfg *FilterConfig) (*anypb.Any, error) {
 	return TypedStructAnyFromJSON(js)
 }
 
+// PluginConfigFromJSON returns the bytes Envoy hands to the plugin's config entry point
+// (envoyGoFilterOnNetworkFilterConfig) for a filter whose plugin_config is the TypedStruct of
+// TypedStructAnyFromJSON(data): Envoy serializes the Any itself. Hosts that load the plugin
+// without Envoy (the ABI host's --config-file) take these bytes. Like TypedStructAnyFromJSON,
+// it does not validate data.
+func PluginConfigFromJSON(data []byte) ([]byte, error) {
+	a, err := TypedStructAnyFromJSON(data)
+	if err != nil {
+		return nil, err
+	}
+	b, err := proto.Marshal(a)
+	if err != nil {
+		return nil, fmt.Errorf("serializing plugin_config: %w", err)
+	}
+	return b, nil
+}
+
 // TypedStructAnyFromJSON returns the plugin_config that Envoy passes to the filter when its
 // YAML holds data (a JSON object, the FilterConfig's JSON form) as the TypedStruct's value.
 // Like Envoy, it does not check that data is a valid FilterConfig, so that tests can hand the

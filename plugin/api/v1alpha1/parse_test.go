@@ -180,6 +180,29 @@ func TestRoundTripTypedStruct(t *testing.T) {
 	}
 }
 
+// TestPluginConfigFromJSON: the bytes a host hands to the plugin decode, as the Go side of
+// Envoy's filter decodes them, into the configuration; invalid JSON is an error.
+func TestPluginConfigFromJSON(t *testing.T) {
+	b, err := PluginConfigFromJSON([]byte(demoJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := new(anypb.Any)
+	if err := proto.Unmarshal(b, a); err != nil {
+		t.Fatalf("unmarshal Any: %v", err)
+	}
+	got, err := ParseFilterConfig(a)
+	if err != nil {
+		t.Fatalf("ParseFilterConfig: %v", err)
+	}
+	if want := mustDemo(t); !proto.Equal(got, want) {
+		t.Errorf("got %v\nwant %v", got, want)
+	}
+	if _, err := PluginConfigFromJSON([]byte(`{"protocol": `)); err == nil {
+		t.Error("truncated JSON accepted")
+	}
+}
+
 // TestEnvoyPluginConfigJSON parses plugin_config exactly as written in an Envoy bootstrap,
 // "@type" included, the way Envoy's own JSON parser resolves it.
 func TestEnvoyPluginConfigJSON(t *testing.T) {

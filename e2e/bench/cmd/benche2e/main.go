@@ -22,8 +22,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/meltemi-mesh/meltemi/e2e/bench/loadgen"
 	apiv1alpha1 "github.com/meltemi-mesh/meltemi/plugin/api/v1alpha1"
 )
@@ -344,11 +342,7 @@ func startMeltemi(c *config, protocol, backend string) (*proc, error) {
 	js := fmt.Sprintf(`{"protocol": %q,
 	  "route_config": {"routes": [{"route": {"cluster": "backend"}}]},
 	  "clusters": [{"name": "backend", "endpoints": [{"address": %q}]}]}`, protocol, backend)
-	a, err := apiv1alpha1.TypedStructAnyFromJSON([]byte(js))
-	if err != nil {
-		return nil, fmt.Errorf("meltemi config: %w", err)
-	}
-	b, err := proto.Marshal(a)
+	b, err := apiv1alpha1.PluginConfigFromJSON([]byte(js))
 	if err != nil {
 		return nil, fmt.Errorf("meltemi config: %w", err)
 	}
