@@ -181,6 +181,24 @@ static void obuf_consume(struct obuf *b, size_t n) {
   if (b->len == 0) b->off = 0;
 }
 
+enum send_result { SEND_DONE, SEND_AGAIN, SEND_FAILED };
+
+// obuf_send writes as much of b to fd as the socket takes: all of it (SEND_DONE), until the
+// socket is full (SEND_AGAIN: wait for EPOLLOUT), or until the peer is gone (SEND_FAILED).
+static enum send_result obuf_send(struct obuf *b, int fd) {
+  while (b->len > 0) {
+    ssize_t n = send(fd, b->data + b->off, b->len, MSG_NOSIGNAL);
+    if (n > 0) {
+      obuf_consume(b, (size_t)n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return SEND_AGAIN;
+    return SEND_FAILED;
+  }
+  return SEND_DONE;
+}
+
 static void obuf_free(struct obuf *b) {
   free(b->data);
   memset(b, 0, sizeof *b);
@@ -567,17 +585,13 @@ static void dconn_raise_close(struct dconn *d, int event, bool reset) {
 }
 
 static void dconn_flush(struct dconn *d) {
-  while (d->out.len > 0) {
-    ssize_t n = send(d->fd, d->out.data + d->out.off, d->out.len, MSG_NOSIGNAL);
-    if (n > 0) {
-      obuf_consume(&d->out, (size_t)n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (!d->want_out) dconn_update_events(d);
-      return;
-    }
+  switch (obuf_send(&d->out, d->fd)) {
+  case SEND_DONE:
+    break;
+  case SEND_AGAIN:
+    if (!d->want_out) dconn_update_events(d);
+    return;
+  case SEND_FAILED:
     dconn_raise_close(d, EV_REMOTE_CLOSE, false);
     return;
   }
@@ -859,17 +873,13 @@ static void uconn_fail(struct uconn *u, int reason, const char *why) {
 }
 
 static void uconn_flush(struct uconn *u) {
-  while (u->out.len > 0) {
-    ssize_t n = send(u->fd, u->out.data + u->out.off, u->out.len, MSG_NOSIGNAL);
-    if (n > 0) {
-      obuf_consume(&u->out, (size_t)n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (!u->want_out) uconn_update_events(u);
-      return;
-    }
+  switch (obuf_send(&u->out, u->fd)) {
+  case SEND_DONE:
+    break;
+  case SEND_AGAIN:
+    if (!u->want_out) uconn_update_events(u);
+    return;
+  case SEND_FAILED:
     uconn_raise_close(u, EV_REMOTE_CLOSE, false);
     return;
   }
