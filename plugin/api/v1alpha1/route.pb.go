@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	wrapperspb "google.golang.org/protobuf/types/known/wrapperspb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -30,9 +31,16 @@ type RouteConfiguration struct {
 	// Name of the configuration, for logs and statistics; the resource name over RDS.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The routes, in the order they are tried.
-	Routes        []*Route `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Routes []*Route `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
+	// Token-bucket rate limit applied by each Envoy process to the requests of this
+	// configuration, before routing (MetaRouter localRateLimit). Requests over the limit get
+	// the protocol's "overloaded" error. Unset: no limit.
+	LocalRateLimit *LocalRateLimit `protobuf:"bytes,3,opt,name=local_rate_limit,json=localRateLimit,proto3" json:"local_rate_limit,omitempty"`
+	// Rate limit decided by an external rate limit service (envoy.service.ratelimit.v3), as
+	// Envoy's ratelimit filter (MetaRouter globalRateLimit). Unset: none.
+	GlobalRateLimit *GlobalRateLimit `protobuf:"bytes,4,opt,name=global_rate_limit,json=globalRateLimit,proto3" json:"global_rate_limit,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RouteConfiguration) Reset() {
@@ -79,6 +87,345 @@ func (x *RouteConfiguration) GetRoutes() []*Route {
 	return nil
 }
 
+func (x *RouteConfiguration) GetLocalRateLimit() *LocalRateLimit {
+	if x != nil {
+		return x.LocalRateLimit
+	}
+	return nil
+}
+
+func (x *RouteConfiguration) GetGlobalRateLimit() *GlobalRateLimit {
+	if x != nil {
+		return x.GlobalRateLimit
+	}
+	return nil
+}
+
+// LocalRateLimit is a token bucket, with optional buckets for requests that match
+// conditions. The first condition whose match succeeds picks the bucket; requests that match
+// none use token_bucket (none: not limited).
+type LocalRateLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The bucket of requests that match no condition. Unset: they are not limited.
+	TokenBucket *TokenBucket `protobuf:"bytes,1,opt,name=token_bucket,json=tokenBucket,proto3" json:"token_bucket,omitempty"`
+	// Buckets for requests that match, tried in order.
+	Conditions    []*LocalRateLimitCondition `protobuf:"bytes,2,rep,name=conditions,proto3" json:"conditions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocalRateLimit) Reset() {
+	*x = LocalRateLimit{}
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalRateLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalRateLimit) ProtoMessage() {}
+
+func (x *LocalRateLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalRateLimit.ProtoReflect.Descriptor instead.
+func (*LocalRateLimit) Descriptor() ([]byte, []int) {
+	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LocalRateLimit) GetTokenBucket() *TokenBucket {
+	if x != nil {
+		return x.TokenBucket
+	}
+	return nil
+}
+
+func (x *LocalRateLimit) GetConditions() []*LocalRateLimitCondition {
+	if x != nil {
+		return x.Conditions
+	}
+	return nil
+}
+
+// LocalRateLimitCondition is a bucket for the requests that match.
+type LocalRateLimitCondition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which requests use this bucket. Required.
+	Match *RouteMatch `protobuf:"bytes,1,opt,name=match,proto3" json:"match,omitempty"`
+	// The bucket. Required.
+	TokenBucket   *TokenBucket `protobuf:"bytes,2,opt,name=token_bucket,json=tokenBucket,proto3" json:"token_bucket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocalRateLimitCondition) Reset() {
+	*x = LocalRateLimitCondition{}
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalRateLimitCondition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalRateLimitCondition) ProtoMessage() {}
+
+func (x *LocalRateLimitCondition) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalRateLimitCondition.ProtoReflect.Descriptor instead.
+func (*LocalRateLimitCondition) Descriptor() ([]byte, []int) {
+	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *LocalRateLimitCondition) GetMatch() *RouteMatch {
+	if x != nil {
+		return x.Match
+	}
+	return nil
+}
+
+func (x *LocalRateLimitCondition) GetTokenBucket() *TokenBucket {
+	if x != nil {
+		return x.TokenBucket
+	}
+	return nil
+}
+
+// TokenBucket allows bursts of max_tokens requests and tokens_per_fill more every
+// fill_interval.
+type TokenBucket struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Capacity of the bucket, and its content at start. Must be positive.
+	MaxTokens uint32 `protobuf:"varint,1,opt,name=max_tokens,json=maxTokens,proto3" json:"max_tokens,omitempty"`
+	// Tokens added each fill_interval. 0 (the default) means 1.
+	TokensPerFill uint32 `protobuf:"varint,2,opt,name=tokens_per_fill,json=tokensPerFill,proto3" json:"tokens_per_fill,omitempty"`
+	// Interval between fills. Required, positive.
+	FillInterval  *durationpb.Duration `protobuf:"bytes,3,opt,name=fill_interval,json=fillInterval,proto3" json:"fill_interval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenBucket) Reset() {
+	*x = TokenBucket{}
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenBucket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenBucket) ProtoMessage() {}
+
+func (x *TokenBucket) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenBucket.ProtoReflect.Descriptor instead.
+func (*TokenBucket) Descriptor() ([]byte, []int) {
+	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TokenBucket) GetMaxTokens() uint32 {
+	if x != nil {
+		return x.MaxTokens
+	}
+	return 0
+}
+
+func (x *TokenBucket) GetTokensPerFill() uint32 {
+	if x != nil {
+		return x.TokensPerFill
+	}
+	return 0
+}
+
+func (x *TokenBucket) GetFillInterval() *durationpb.Duration {
+	if x != nil {
+		return x.FillInterval
+	}
+	return nil
+}
+
+// GlobalRateLimit asks a rate limit service whether each matching request may pass.
+type GlobalRateLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which requests are subject to the limit. Unset: all.
+	Match *RouteMatch `protobuf:"bytes,1,opt,name=match,proto3" json:"match,omitempty"`
+	// Rate limit domain sent to the service. Required.
+	Domain string `protobuf:"bytes,2,opt,name=domain,proto3" json:"domain,omitempty"`
+	// How long to wait for the service. Unset: 20ms, as Envoy's ratelimit filter.
+	RequestTimeout *durationpb.Duration `protobuf:"bytes,3,opt,name=request_timeout,json=requestTimeout,proto3" json:"request_timeout,omitempty"`
+	// When the service fails or times out: true rejects the request with the protocol's
+	// "overloaded" error, false (the default) lets it through.
+	DenyOnFail bool `protobuf:"varint,4,opt,name=deny_on_fail,json=denyOnFail,proto3" json:"deny_on_fail,omitempty"`
+	// Name of the cluster of the rate limit service (its gRPC endpoints). Required.
+	RateLimitService string `protobuf:"bytes,5,opt,name=rate_limit_service,json=rateLimitService,proto3" json:"rate_limit_service,omitempty"`
+	// The descriptor entries sent for each request: each names a request attribute
+	// (property) and the descriptor key it is sent under. At least one is required.
+	Descriptors   []*RateLimitDescriptor `protobuf:"bytes,6,rep,name=descriptors,proto3" json:"descriptors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GlobalRateLimit) Reset() {
+	*x = GlobalRateLimit{}
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GlobalRateLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GlobalRateLimit) ProtoMessage() {}
+
+func (x *GlobalRateLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GlobalRateLimit.ProtoReflect.Descriptor instead.
+func (*GlobalRateLimit) Descriptor() ([]byte, []int) {
+	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GlobalRateLimit) GetMatch() *RouteMatch {
+	if x != nil {
+		return x.Match
+	}
+	return nil
+}
+
+func (x *GlobalRateLimit) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *GlobalRateLimit) GetRequestTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.RequestTimeout
+	}
+	return nil
+}
+
+func (x *GlobalRateLimit) GetDenyOnFail() bool {
+	if x != nil {
+		return x.DenyOnFail
+	}
+	return false
+}
+
+func (x *GlobalRateLimit) GetRateLimitService() string {
+	if x != nil {
+		return x.RateLimitService
+	}
+	return ""
+}
+
+func (x *GlobalRateLimit) GetDescriptors() []*RateLimitDescriptor {
+	if x != nil {
+		return x.Descriptors
+	}
+	return nil
+}
+
+// RateLimitDescriptor sends one request attribute to the rate limit service.
+type RateLimitDescriptor struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request attribute (service, method, version, a header name). Required.
+	Property string `protobuf:"bytes,1,opt,name=property,proto3" json:"property,omitempty"`
+	// The descriptor key. Required.
+	DescriptorKey string `protobuf:"bytes,2,opt,name=descriptor_key,json=descriptorKey,proto3" json:"descriptor_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimitDescriptor) Reset() {
+	*x = RateLimitDescriptor{}
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimitDescriptor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimitDescriptor) ProtoMessage() {}
+
+func (x *RateLimitDescriptor) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimitDescriptor.ProtoReflect.Descriptor instead.
+func (*RateLimitDescriptor) Descriptor() ([]byte, []int) {
+	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RateLimitDescriptor) GetProperty() string {
+	if x != nil {
+		return x.Property
+	}
+	return ""
+}
+
+func (x *RateLimitDescriptor) GetDescriptorKey() string {
+	if x != nil {
+		return x.DescriptorKey
+	}
+	return ""
+}
+
 // Route pairs a match with the action taken for the requests it matches.
 type Route struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -95,7 +442,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[1]
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -107,7 +454,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[1]
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -120,7 +467,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{1}
+	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Route) GetName() string {
@@ -155,7 +502,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[2]
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -167,7 +514,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[2]
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -180,7 +527,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{2}
+	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RouteMatch) GetAttributes() []*AttributeMatcher {
@@ -218,7 +565,7 @@ type AttributeMatcher struct {
 
 func (x *AttributeMatcher) Reset() {
 	*x = AttributeMatcher{}
-	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[3]
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -230,7 +577,7 @@ func (x *AttributeMatcher) String() string {
 func (*AttributeMatcher) ProtoMessage() {}
 
 func (x *AttributeMatcher) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[3]
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -243,7 +590,7 @@ func (x *AttributeMatcher) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttributeMatcher.ProtoReflect.Descriptor instead.
 func (*AttributeMatcher) Descriptor() ([]byte, []int) {
-	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{3}
+	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AttributeMatcher) GetName() string {
@@ -360,13 +707,19 @@ type RouteAction struct {
 	// knows. Such requests are forwarded and nothing waits for (or times out on) an answer.
 	// Matched against the `method` attribute. Default: none.
 	OnewayMethods []string `protobuf:"bytes,6,rep,name=oneway_methods,json=onewayMethods,proto3" json:"oneway_methods,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Retries of requests that failed in ways that are safe to retry. Unset: requests are
+	// not retried (connection attempts are, per Cluster.max_connect_attempts).
+	RetryPolicy *RetryPolicy `protobuf:"bytes,10,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	// Copies of the matched requests sent to other clusters, whose responses are dropped
+	// (MetaRouter mirror + mirrorPercentage). Default: none.
+	RequestMirrorPolicies []*RequestMirrorPolicy `protobuf:"bytes,11,rep,name=request_mirror_policies,json=requestMirrorPolicies,proto3" json:"request_mirror_policies,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *RouteAction) Reset() {
 	*x = RouteAction{}
-	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[4]
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -378,7 +731,7 @@ func (x *RouteAction) String() string {
 func (*RouteAction) ProtoMessage() {}
 
 func (x *RouteAction) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[4]
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -391,7 +744,7 @@ func (x *RouteAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteAction.ProtoReflect.Descriptor instead.
 func (*RouteAction) Descriptor() ([]byte, []int) {
-	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{4}
+	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RouteAction) GetClusterSpecifier() isRouteAction_ClusterSpecifier {
@@ -447,6 +800,20 @@ func (x *RouteAction) GetOnewayMethods() []string {
 	return nil
 }
 
+func (x *RouteAction) GetRetryPolicy() *RetryPolicy {
+	if x != nil {
+		return x.RetryPolicy
+	}
+	return nil
+}
+
+func (x *RouteAction) GetRequestMirrorPolicies() []*RequestMirrorPolicy {
+	if x != nil {
+		return x.RequestMirrorPolicies
+	}
+	return nil
+}
+
 type isRouteAction_ClusterSpecifier interface {
 	isRouteAction_ClusterSpecifier()
 }
@@ -465,6 +832,128 @@ func (*RouteAction_Cluster) isRouteAction_ClusterSpecifier() {}
 
 func (*RouteAction_WeightedClusters) isRouteAction_ClusterSpecifier() {}
 
+// RetryPolicy says when and how often a failed request is tried again, on another endpoint
+// when the cluster has one.
+type RetryPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Conditions that trigger a retry: "connect-failure" (no connection could be made),
+	// "reset" (the upstream connection closed before the response), "timeout" (per_try_timeout
+	// expired). Empty: all three.
+	RetryOn []string `protobuf:"bytes,1,rep,name=retry_on,json=retryOn,proto3" json:"retry_on,omitempty"`
+	// Retries after the first attempt. Must be positive.
+	NumRetries uint32 `protobuf:"varint,2,opt,name=num_retries,json=numRetries,proto3" json:"num_retries,omitempty"`
+	// Timeout of each attempt. Unset: the route timeout bounds all attempts together.
+	PerTryTimeout *durationpb.Duration `protobuf:"bytes,3,opt,name=per_try_timeout,json=perTryTimeout,proto3" json:"per_try_timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryPolicy) Reset() {
+	*x = RetryPolicy{}
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryPolicy) ProtoMessage() {}
+
+func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
+func (*RetryPolicy) Descriptor() ([]byte, []int) {
+	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RetryPolicy) GetRetryOn() []string {
+	if x != nil {
+		return x.RetryOn
+	}
+	return nil
+}
+
+func (x *RetryPolicy) GetNumRetries() uint32 {
+	if x != nil {
+		return x.NumRetries
+	}
+	return 0
+}
+
+func (x *RetryPolicy) GetPerTryTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.PerTryTimeout
+	}
+	return nil
+}
+
+// RequestMirrorPolicy mirrors a share of the route's requests to a cluster.
+type RequestMirrorPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cluster that receives the copies. Required.
+	Cluster string `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// Share of requests mirrored, in percent (0 to 100). Unset: 100.
+	RuntimeFractionPercent *wrapperspb.DoubleValue `protobuf:"bytes,2,opt,name=runtime_fraction_percent,json=runtimeFractionPercent,proto3" json:"runtime_fraction_percent,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *RequestMirrorPolicy) Reset() {
+	*x = RequestMirrorPolicy{}
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestMirrorPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestMirrorPolicy) ProtoMessage() {}
+
+func (x *RequestMirrorPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestMirrorPolicy.ProtoReflect.Descriptor instead.
+func (*RequestMirrorPolicy) Descriptor() ([]byte, []int) {
+	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RequestMirrorPolicy) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *RequestMirrorPolicy) GetRuntimeFractionPercent() *wrapperspb.DoubleValue {
+	if x != nil {
+		return x.RuntimeFractionPercent
+	}
+	return nil
+}
+
 // WeightedClusters splits requests between clusters in proportion to their weights.
 type WeightedClusters struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -477,7 +966,7 @@ type WeightedClusters struct {
 
 func (x *WeightedClusters) Reset() {
 	*x = WeightedClusters{}
-	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[5]
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +978,7 @@ func (x *WeightedClusters) String() string {
 func (*WeightedClusters) ProtoMessage() {}
 
 func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[5]
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +991,7 @@ func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedClusters.ProtoReflect.Descriptor instead.
 func (*WeightedClusters) Descriptor() ([]byte, []int) {
-	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{5}
+	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WeightedClusters) GetClusters() []*ClusterWeight {
@@ -527,7 +1016,7 @@ type ClusterWeight struct {
 
 func (x *ClusterWeight) Reset() {
 	*x = ClusterWeight{}
-	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[6]
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +1028,7 @@ func (x *ClusterWeight) String() string {
 func (*ClusterWeight) ProtoMessage() {}
 
 func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[6]
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +1041,7 @@ func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterWeight.ProtoReflect.Descriptor instead.
 func (*ClusterWeight) Descriptor() ([]byte, []int) {
-	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{6}
+	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ClusterWeight) GetName() string {
@@ -585,7 +1074,7 @@ type HeaderMutation struct {
 
 func (x *HeaderMutation) Reset() {
 	*x = HeaderMutation{}
-	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[7]
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +1086,7 @@ func (x *HeaderMutation) String() string {
 func (*HeaderMutation) ProtoMessage() {}
 
 func (x *HeaderMutation) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[7]
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +1099,7 @@ func (x *HeaderMutation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMutation.ProtoReflect.Descriptor instead.
 func (*HeaderMutation) Descriptor() ([]byte, []int) {
-	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{7}
+	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HeaderMutation) GetSet() []*HeaderValue {
@@ -640,7 +1129,7 @@ type HeaderValue struct {
 
 func (x *HeaderValue) Reset() {
 	*x = HeaderValue{}
-	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[8]
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +1141,7 @@ func (x *HeaderValue) String() string {
 func (*HeaderValue) ProtoMessage() {}
 
 func (x *HeaderValue) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[8]
+	mi := &file_plugin_api_v1alpha1_route_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +1154,7 @@ func (x *HeaderValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderValue.ProtoReflect.Descriptor instead.
 func (*HeaderValue) Descriptor() ([]byte, []int) {
-	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{8}
+	return file_plugin_api_v1alpha1_route_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HeaderValue) GetKey() string {
@@ -686,10 +1175,36 @@ var File_plugin_api_v1alpha1_route_proto protoreflect.FileDescriptor
 
 const file_plugin_api_v1alpha1_route_proto_rawDesc = "" +
 	"\n" +
-	"\x1fplugin/api/v1alpha1/route.proto\x12\x17meltemi.plugin.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\"`\n" +
+	"\x1fplugin/api/v1alpha1/route.proto\x12\x17meltemi.plugin.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1egoogle/protobuf/wrappers.proto\"\x89\x02\n" +
 	"\x12RouteConfiguration\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
-	"\x06routes\x18\x02 \x03(\v2\x1e.meltemi.plugin.v1alpha1.RouteR\x06routes\"\x92\x01\n" +
+	"\x06routes\x18\x02 \x03(\v2\x1e.meltemi.plugin.v1alpha1.RouteR\x06routes\x12Q\n" +
+	"\x10local_rate_limit\x18\x03 \x01(\v2'.meltemi.plugin.v1alpha1.LocalRateLimitR\x0elocalRateLimit\x12T\n" +
+	"\x11global_rate_limit\x18\x04 \x01(\v2(.meltemi.plugin.v1alpha1.GlobalRateLimitR\x0fglobalRateLimit\"\xab\x01\n" +
+	"\x0eLocalRateLimit\x12G\n" +
+	"\ftoken_bucket\x18\x01 \x01(\v2$.meltemi.plugin.v1alpha1.TokenBucketR\vtokenBucket\x12P\n" +
+	"\n" +
+	"conditions\x18\x02 \x03(\v20.meltemi.plugin.v1alpha1.LocalRateLimitConditionR\n" +
+	"conditions\"\x9d\x01\n" +
+	"\x17LocalRateLimitCondition\x129\n" +
+	"\x05match\x18\x01 \x01(\v2#.meltemi.plugin.v1alpha1.RouteMatchR\x05match\x12G\n" +
+	"\ftoken_bucket\x18\x02 \x01(\v2$.meltemi.plugin.v1alpha1.TokenBucketR\vtokenBucket\"\x94\x01\n" +
+	"\vTokenBucket\x12\x1d\n" +
+	"\n" +
+	"max_tokens\x18\x01 \x01(\rR\tmaxTokens\x12&\n" +
+	"\x0ftokens_per_fill\x18\x02 \x01(\rR\rtokensPerFill\x12>\n" +
+	"\rfill_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\ffillInterval\"\xc8\x02\n" +
+	"\x0fGlobalRateLimit\x129\n" +
+	"\x05match\x18\x01 \x01(\v2#.meltemi.plugin.v1alpha1.RouteMatchR\x05match\x12\x16\n" +
+	"\x06domain\x18\x02 \x01(\tR\x06domain\x12B\n" +
+	"\x0frequest_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0erequestTimeout\x12 \n" +
+	"\fdeny_on_fail\x18\x04 \x01(\bR\n" +
+	"denyOnFail\x12,\n" +
+	"\x12rate_limit_service\x18\x05 \x01(\tR\x10rateLimitService\x12N\n" +
+	"\vdescriptors\x18\x06 \x03(\v2,.meltemi.plugin.v1alpha1.RateLimitDescriptorR\vdescriptors\"X\n" +
+	"\x13RateLimitDescriptor\x12\x1a\n" +
+	"\bproperty\x18\x01 \x01(\tR\bproperty\x12%\n" +
+	"\x0edescriptor_key\x18\x02 \x01(\tR\rdescriptorKey\"\x92\x01\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
 	"\x05match\x18\x02 \x01(\v2#.meltemi.plugin.v1alpha1.RouteMatchR\x05match\x12:\n" +
@@ -706,15 +1221,26 @@ const file_plugin_api_v1alpha1_route_proto_rawDesc = "" +
 	"\x05regex\x18\x04 \x01(\tH\x00R\x05regex\x12\x1a\n" +
 	"\apresent\x18\x05 \x01(\bH\x00R\apresent\x12\x16\n" +
 	"\x06invert\x18\x06 \x01(\bR\x06invertB\x11\n" +
-	"\x0fmatch_specifier\"\x9e\x03\n" +
+	"\x0fmatch_specifier\"\xcd\x04\n" +
 	"\vRouteAction\x12\x1a\n" +
 	"\acluster\x18\x01 \x01(\tH\x00R\acluster\x12X\n" +
 	"\x11weighted_clusters\x18\x02 \x01(\v2).meltemi.plugin.v1alpha1.WeightedClustersH\x00R\x10weightedClusters\x123\n" +
 	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12R\n" +
 	"\x10request_mutation\x18\x04 \x01(\v2'.meltemi.plugin.v1alpha1.HeaderMutationR\x0frequestMutation\x12T\n" +
 	"\x11response_mutation\x18\x05 \x01(\v2'.meltemi.plugin.v1alpha1.HeaderMutationR\x10responseMutation\x12%\n" +
-	"\x0eoneway_methods\x18\x06 \x03(\tR\ronewayMethodsB\x13\n" +
-	"\x11cluster_specifier\"V\n" +
+	"\x0eoneway_methods\x18\x06 \x03(\tR\ronewayMethods\x12G\n" +
+	"\fretry_policy\x18\n" +
+	" \x01(\v2$.meltemi.plugin.v1alpha1.RetryPolicyR\vretryPolicy\x12d\n" +
+	"\x17request_mirror_policies\x18\v \x03(\v2,.meltemi.plugin.v1alpha1.RequestMirrorPolicyR\x15requestMirrorPoliciesB\x13\n" +
+	"\x11cluster_specifier\"\x8c\x01\n" +
+	"\vRetryPolicy\x12\x19\n" +
+	"\bretry_on\x18\x01 \x03(\tR\aretryOn\x12\x1f\n" +
+	"\vnum_retries\x18\x02 \x01(\rR\n" +
+	"numRetries\x12A\n" +
+	"\x0fper_try_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\rperTryTimeout\"\x87\x01\n" +
+	"\x13RequestMirrorPolicy\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12V\n" +
+	"\x18runtime_fraction_percent\x18\x02 \x01(\v2\x1c.google.protobuf.DoubleValueR\x16runtimeFractionPercent\"V\n" +
 	"\x10WeightedClusters\x12B\n" +
 	"\bclusters\x18\x01 \x03(\v2&.meltemi.plugin.v1alpha1.ClusterWeightR\bclusters\";\n" +
 	"\rClusterWeight\x12\x12\n" +
@@ -739,35 +1265,57 @@ func file_plugin_api_v1alpha1_route_proto_rawDescGZIP() []byte {
 	return file_plugin_api_v1alpha1_route_proto_rawDescData
 }
 
-var file_plugin_api_v1alpha1_route_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_plugin_api_v1alpha1_route_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_plugin_api_v1alpha1_route_proto_goTypes = []any{
-	(*RouteConfiguration)(nil),  // 0: meltemi.plugin.v1alpha1.RouteConfiguration
-	(*Route)(nil),               // 1: meltemi.plugin.v1alpha1.Route
-	(*RouteMatch)(nil),          // 2: meltemi.plugin.v1alpha1.RouteMatch
-	(*AttributeMatcher)(nil),    // 3: meltemi.plugin.v1alpha1.AttributeMatcher
-	(*RouteAction)(nil),         // 4: meltemi.plugin.v1alpha1.RouteAction
-	(*WeightedClusters)(nil),    // 5: meltemi.plugin.v1alpha1.WeightedClusters
-	(*ClusterWeight)(nil),       // 6: meltemi.plugin.v1alpha1.ClusterWeight
-	(*HeaderMutation)(nil),      // 7: meltemi.plugin.v1alpha1.HeaderMutation
-	(*HeaderValue)(nil),         // 8: meltemi.plugin.v1alpha1.HeaderValue
-	(*durationpb.Duration)(nil), // 9: google.protobuf.Duration
+	(*RouteConfiguration)(nil),      // 0: meltemi.plugin.v1alpha1.RouteConfiguration
+	(*LocalRateLimit)(nil),          // 1: meltemi.plugin.v1alpha1.LocalRateLimit
+	(*LocalRateLimitCondition)(nil), // 2: meltemi.plugin.v1alpha1.LocalRateLimitCondition
+	(*TokenBucket)(nil),             // 3: meltemi.plugin.v1alpha1.TokenBucket
+	(*GlobalRateLimit)(nil),         // 4: meltemi.plugin.v1alpha1.GlobalRateLimit
+	(*RateLimitDescriptor)(nil),     // 5: meltemi.plugin.v1alpha1.RateLimitDescriptor
+	(*Route)(nil),                   // 6: meltemi.plugin.v1alpha1.Route
+	(*RouteMatch)(nil),              // 7: meltemi.plugin.v1alpha1.RouteMatch
+	(*AttributeMatcher)(nil),        // 8: meltemi.plugin.v1alpha1.AttributeMatcher
+	(*RouteAction)(nil),             // 9: meltemi.plugin.v1alpha1.RouteAction
+	(*RetryPolicy)(nil),             // 10: meltemi.plugin.v1alpha1.RetryPolicy
+	(*RequestMirrorPolicy)(nil),     // 11: meltemi.plugin.v1alpha1.RequestMirrorPolicy
+	(*WeightedClusters)(nil),        // 12: meltemi.plugin.v1alpha1.WeightedClusters
+	(*ClusterWeight)(nil),           // 13: meltemi.plugin.v1alpha1.ClusterWeight
+	(*HeaderMutation)(nil),          // 14: meltemi.plugin.v1alpha1.HeaderMutation
+	(*HeaderValue)(nil),             // 15: meltemi.plugin.v1alpha1.HeaderValue
+	(*durationpb.Duration)(nil),     // 16: google.protobuf.Duration
+	(*wrapperspb.DoubleValue)(nil),  // 17: google.protobuf.DoubleValue
 }
 var file_plugin_api_v1alpha1_route_proto_depIdxs = []int32{
-	1,  // 0: meltemi.plugin.v1alpha1.RouteConfiguration.routes:type_name -> meltemi.plugin.v1alpha1.Route
-	2,  // 1: meltemi.plugin.v1alpha1.Route.match:type_name -> meltemi.plugin.v1alpha1.RouteMatch
-	4,  // 2: meltemi.plugin.v1alpha1.Route.route:type_name -> meltemi.plugin.v1alpha1.RouteAction
-	3,  // 3: meltemi.plugin.v1alpha1.RouteMatch.attributes:type_name -> meltemi.plugin.v1alpha1.AttributeMatcher
-	5,  // 4: meltemi.plugin.v1alpha1.RouteAction.weighted_clusters:type_name -> meltemi.plugin.v1alpha1.WeightedClusters
-	9,  // 5: meltemi.plugin.v1alpha1.RouteAction.timeout:type_name -> google.protobuf.Duration
-	7,  // 6: meltemi.plugin.v1alpha1.RouteAction.request_mutation:type_name -> meltemi.plugin.v1alpha1.HeaderMutation
-	7,  // 7: meltemi.plugin.v1alpha1.RouteAction.response_mutation:type_name -> meltemi.plugin.v1alpha1.HeaderMutation
-	6,  // 8: meltemi.plugin.v1alpha1.WeightedClusters.clusters:type_name -> meltemi.plugin.v1alpha1.ClusterWeight
-	8,  // 9: meltemi.plugin.v1alpha1.HeaderMutation.set:type_name -> meltemi.plugin.v1alpha1.HeaderValue
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	6,  // 0: meltemi.plugin.v1alpha1.RouteConfiguration.routes:type_name -> meltemi.plugin.v1alpha1.Route
+	1,  // 1: meltemi.plugin.v1alpha1.RouteConfiguration.local_rate_limit:type_name -> meltemi.plugin.v1alpha1.LocalRateLimit
+	4,  // 2: meltemi.plugin.v1alpha1.RouteConfiguration.global_rate_limit:type_name -> meltemi.plugin.v1alpha1.GlobalRateLimit
+	3,  // 3: meltemi.plugin.v1alpha1.LocalRateLimit.token_bucket:type_name -> meltemi.plugin.v1alpha1.TokenBucket
+	2,  // 4: meltemi.plugin.v1alpha1.LocalRateLimit.conditions:type_name -> meltemi.plugin.v1alpha1.LocalRateLimitCondition
+	7,  // 5: meltemi.plugin.v1alpha1.LocalRateLimitCondition.match:type_name -> meltemi.plugin.v1alpha1.RouteMatch
+	3,  // 6: meltemi.plugin.v1alpha1.LocalRateLimitCondition.token_bucket:type_name -> meltemi.plugin.v1alpha1.TokenBucket
+	16, // 7: meltemi.plugin.v1alpha1.TokenBucket.fill_interval:type_name -> google.protobuf.Duration
+	7,  // 8: meltemi.plugin.v1alpha1.GlobalRateLimit.match:type_name -> meltemi.plugin.v1alpha1.RouteMatch
+	16, // 9: meltemi.plugin.v1alpha1.GlobalRateLimit.request_timeout:type_name -> google.protobuf.Duration
+	5,  // 10: meltemi.plugin.v1alpha1.GlobalRateLimit.descriptors:type_name -> meltemi.plugin.v1alpha1.RateLimitDescriptor
+	7,  // 11: meltemi.plugin.v1alpha1.Route.match:type_name -> meltemi.plugin.v1alpha1.RouteMatch
+	9,  // 12: meltemi.plugin.v1alpha1.Route.route:type_name -> meltemi.plugin.v1alpha1.RouteAction
+	8,  // 13: meltemi.plugin.v1alpha1.RouteMatch.attributes:type_name -> meltemi.plugin.v1alpha1.AttributeMatcher
+	12, // 14: meltemi.plugin.v1alpha1.RouteAction.weighted_clusters:type_name -> meltemi.plugin.v1alpha1.WeightedClusters
+	16, // 15: meltemi.plugin.v1alpha1.RouteAction.timeout:type_name -> google.protobuf.Duration
+	14, // 16: meltemi.plugin.v1alpha1.RouteAction.request_mutation:type_name -> meltemi.plugin.v1alpha1.HeaderMutation
+	14, // 17: meltemi.plugin.v1alpha1.RouteAction.response_mutation:type_name -> meltemi.plugin.v1alpha1.HeaderMutation
+	10, // 18: meltemi.plugin.v1alpha1.RouteAction.retry_policy:type_name -> meltemi.plugin.v1alpha1.RetryPolicy
+	11, // 19: meltemi.plugin.v1alpha1.RouteAction.request_mirror_policies:type_name -> meltemi.plugin.v1alpha1.RequestMirrorPolicy
+	16, // 20: meltemi.plugin.v1alpha1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
+	17, // 21: meltemi.plugin.v1alpha1.RequestMirrorPolicy.runtime_fraction_percent:type_name -> google.protobuf.DoubleValue
+	13, // 22: meltemi.plugin.v1alpha1.WeightedClusters.clusters:type_name -> meltemi.plugin.v1alpha1.ClusterWeight
+	15, // 23: meltemi.plugin.v1alpha1.HeaderMutation.set:type_name -> meltemi.plugin.v1alpha1.HeaderValue
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_plugin_api_v1alpha1_route_proto_init() }
@@ -775,13 +1323,13 @@ func file_plugin_api_v1alpha1_route_proto_init() {
 	if File_plugin_api_v1alpha1_route_proto != nil {
 		return
 	}
-	file_plugin_api_v1alpha1_route_proto_msgTypes[3].OneofWrappers = []any{
+	file_plugin_api_v1alpha1_route_proto_msgTypes[8].OneofWrappers = []any{
 		(*AttributeMatcher_Exact)(nil),
 		(*AttributeMatcher_Prefix)(nil),
 		(*AttributeMatcher_Regex)(nil),
 		(*AttributeMatcher_Present)(nil),
 	}
-	file_plugin_api_v1alpha1_route_proto_msgTypes[4].OneofWrappers = []any{
+	file_plugin_api_v1alpha1_route_proto_msgTypes[9].OneofWrappers = []any{
 		(*RouteAction_Cluster)(nil),
 		(*RouteAction_WeightedClusters)(nil),
 	}
@@ -791,7 +1339,7 @@ func file_plugin_api_v1alpha1_route_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_api_v1alpha1_route_proto_rawDesc), len(file_plugin_api_v1alpha1_route_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
