@@ -142,7 +142,9 @@ type ObjectRef struct {
 }
 
 // GroupKind returns the object's group and kind.
-func (r ObjectRef) GroupKind() schema.GroupKind { return schema.GroupKind{Group: r.Group, Kind: r.Kind} }
+func (r ObjectRef) GroupKind() schema.GroupKind {
+	return schema.GroupKind{Group: r.Group, Kind: r.Kind}
+}
 
 // String is "Kind namespace/name", for logs.
 func (r ObjectRef) String() string {
