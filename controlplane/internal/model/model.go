@@ -42,6 +42,8 @@ type Service struct {
 	// Subsets and TrafficPolicy come from the DestinationRule for Hostname, if any.
 	Subsets       []Subset
 	TrafficPolicy *TrafficPolicy
+	// DestinationRule is the object Subsets and TrafficPolicy came from; nil if none.
+	DestinationRule *ObjectRef
 	// Source is the object the service came from.
 	Source ObjectRef
 }
