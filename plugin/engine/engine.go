@@ -201,3 +201,8 @@ func (ep *endpoint) allPools() []*pool {
 	}
 	return nil
 }
+
+// Update replaces the engine's routes and clusters while it runs (see update.go).
+func (e *Engine) Update(routes []Route, clusters []Cluster) error {
+	return errors.New("engine: Update: not implemented yet")
+}
