@@ -76,8 +76,8 @@ start() {
 declare -A names
 
 # The plugin configurations are validated before anything starts.
-bin/meltemi-demo plugin-config -o "$run/thrift.any" envoy-config/demo/thrift.yaml
-bin/meltemi-demo plugin-config -o "$run/dubbo.any" envoy-config/demo/dubbo.yaml
+bin/meltemi-demo plugin-config -o "$run/thrift.any" envoy-config/filters/thrift.yaml
+bin/meltemi-demo plugin-config -o "$run/dubbo.any" envoy-config/filters/dubbo.yaml
 
 echo "== starting the servers and the plugin in $host (logs in $run)"
 start thrift-v1 bin/meltemi-demo thrift-server -name v1 -listen 127.0.0.1:9091
@@ -116,7 +116,7 @@ cat <<INFO
       THeader header "version: v2" -> v2 (127.0.0.1:9092), everything else -> v1 (127.0.0.1:9091)
   Dubbo listener  127.0.0.1:20880  org.apache.dubbo.sample.EchoService Echo(String) -> String
       service version 2.0.0 -> v2 (127.0.0.1:20882), everything else -> v1 (127.0.0.1:20881)
-  Routing: envoy-config/demo/thrift.yaml, envoy-config/demo/dubbo.yaml
+  Routing: envoy-config/filters/thrift.yaml, envoy-config/filters/dubbo.yaml
   Call them again with:
       bin/meltemi-demo client -thrift 127.0.0.1:9090 -dubbo 127.0.0.1:20880
   or any Thrift or Dubbo client. Logs: $run

@@ -24,7 +24,7 @@ func YAMLToJSON(data []byte) ([]byte, error) {
 	return js, nil
 }
 
-// LoadFilterConfig reads a FilterConfig in YAML (a file of envoy-config/demo), validates it,
+// LoadFilterConfig reads a FilterConfig in YAML (a file of envoy-config/filters), validates it,
 // and returns it with its JSON form.
 func LoadFilterConfig(path string) (*apiv1alpha1.FilterConfig, []byte, error) {
 	data, err := os.ReadFile(path)

@@ -26,8 +26,8 @@ const configDir = "../../envoy-config"
 
 // demoListeners are the demo's listeners and the plugin configuration file of each.
 var demoListeners = []struct{ addr, file, protocol string }{
-	{"127.0.0.1:9090", "demo/thrift.yaml", "thrift"},
-	{"127.0.0.1:20880", "demo/dubbo.yaml", "dubbo"},
+	{"127.0.0.1:9090", "filters/thrift.yaml", "thrift"},
+	{"127.0.0.1:20880", "filters/dubbo.yaml", "dubbo"},
 }
 
 // TestDemoConfigs checks that each demo configuration is a valid FilterConfig, routes as the

@@ -2,7 +2,7 @@
 //
 //	meltemi-demo thrift-server -name v1 -listen 127.0.0.1:9091
 //	meltemi-demo dubbo-provider -name v2 -port 20882 -version 2.0.0
-//	meltemi-demo plugin-config -o thrift.any envoy-config/demo/thrift.yaml
+//	meltemi-demo plugin-config -o thrift.any envoy-config/filters/thrift.yaml
 //	meltemi-demo client -thrift 127.0.0.1:9090 -dubbo 127.0.0.1:20880
 //
 // plugin-config validates a FilterConfig YAML file and writes the serialized
