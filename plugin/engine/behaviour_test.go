@@ -167,7 +167,7 @@ func TestOneway(t *testing.T) {
 		if reqs[0].RequestID() == reqs[1].RequestID() {
 			t.Fatal("oneway requests share an upstream id")
 		}
-		cc := e.clusters["c"]
+		cc := e.testCluster("c")
 		if cc.active.Load() != 0 {
 			t.Fatalf("%d requests wait for a response, want none", cc.active.Load())
 		}

@@ -142,6 +142,9 @@ const (
 	DefaultMaxRequests        = 1024
 	DefaultConnectTimeout     = 5 * time.Second
 	DefaultConnectAttempts    = 3
+	// DefaultDrainTimeout bounds how long an endpoint removed by an update keeps its
+	// connections open for the requests in flight on them.
+	DefaultDrainTimeout = 30 * time.Second
 )
 
 // Options are the engine's links to its host.
@@ -151,28 +154,60 @@ type Options struct {
 	// Logger receives errors that concern no single reply (panics, mutation failures,
 	// decode errors). nil discards.
 	Logger *slog.Logger
+	// DrainTimeout bounds the draining of an endpoint that an Update removed: its
+	// connections close once their requests are answered, or after this long, the requests
+	// still in flight then getting "unavailable" errors. 0 means DefaultDrainTimeout.
+	DrainTimeout time.Duration
 }
 
-func compileClusters(cfg []Cluster) (map[string]*cluster, error) {
-	out := make(map[string]*cluster, len(cfg))
-	for i := range cfg {
-		c := &cfg[i]
+// clusterSwap is a cluster configuration compiled by compile, to be stored at commit.
+type clusterSwap struct {
+	cl         *cluster
+	prev, next *clusterCfg // prev is nil for a new cluster
+}
+
+// compile builds a route table from routes and clusters without changing anything the
+// engine serves: clusters whose name is in old are kept (their new configuration is in the
+// returned swaps, to be stored by the caller) and reuse old's endpoints by address.
+func (e *Engine) compile(routes []Route, clusters []Cluster, old *table) (*table, []clusterSwap, error) {
+	t := &table{clusters: make(map[string]*cluster, len(clusters))}
+	swaps := make([]clusterSwap, 0, len(clusters))
+	for i := range clusters {
+		c := &clusters[i]
 		if c.Name == "" {
-			return nil, fmt.Errorf("cluster %d: empty name", i)
+			return nil, nil, fmt.Errorf("cluster %d: empty name", i)
 		}
-		if _, dup := out[c.Name]; dup {
-			return nil, fmt.Errorf("cluster %q defined twice", c.Name)
+		if _, dup := t.clusters[c.Name]; dup {
+			return nil, nil, fmt.Errorf("cluster %q defined twice", c.Name)
 		}
-		cl, err := newCluster(c)
+		var sw clusterSwap
+		if old != nil {
+			if cl, ok := old.clusters[c.Name]; ok {
+				sw.cl, sw.prev = cl, cl.cfg.Load()
+			}
+		}
+		if sw.cl == nil {
+			sw.cl = &cluster{e: e, name: c.Name}
+		}
+		next, err := compileCluster(c, sw.cl, sw.prev)
 		if err != nil {
-			return nil, fmt.Errorf("cluster %q: %w", c.Name, err)
+			return nil, nil, fmt.Errorf("cluster %q: %w", c.Name, err)
 		}
-		out[c.Name] = cl
+		sw.next = next
+		t.clusters[c.Name] = sw.cl
+		swaps = append(swaps, sw)
 	}
-	return out, nil
+	rs, err := compileRoutes(routes, t.clusters)
+	if err != nil {
+		return nil, nil, err
+	}
+	t.routes = rs
+	return t, swaps, nil
 }
 
-func newCluster(c *Cluster) (*cluster, error) {
+// compileCluster compiles c, the configuration of cl, reusing the endpoints of prev (cl's
+// current configuration, nil for a new cluster) whose address c still lists.
+func compileCluster(c *Cluster, cl *cluster, prev *clusterCfg) (*clusterCfg, error) {
 	if c.ConnectionsPerEndpoint < 0 || c.MaxPendingRequests < 0 || c.MaxRequests < 0 ||
 		c.ConnectTimeout < 0 || c.MaxConnectAttempts < 0 {
 		return nil, errors.New("negative limit")
@@ -180,14 +215,20 @@ func newCluster(c *Cluster) (*cluster, error) {
 	if c.LB.Hashing() && len(c.HashAttributes) == 0 {
 		return nil, fmt.Errorf("%v needs hash attributes", c.LB)
 	}
-	cl := &cluster{
-		name:           c.Name,
+	cfg := &clusterCfg{
 		hashAttrs:      append([]string(nil), c.HashAttributes...),
 		conns:          orDefault(c.ConnectionsPerEndpoint, 1),
 		maxPending:     int64(orDefault(c.MaxPendingRequests, DefaultMaxPendingRequests)),
 		maxRequests:    int64(orDefault(c.MaxRequests, DefaultMaxRequests)),
 		connectTimeout: orDefault(c.ConnectTimeout, DefaultConnectTimeout),
 		maxAttempts:    orDefault(c.MaxConnectAttempts, DefaultConnectAttempts),
+	}
+	var existing map[string]*endpoint
+	if prev != nil {
+		existing = make(map[string]*endpoint, len(prev.eps))
+		for _, ep := range prev.eps {
+			existing[ep.addr] = ep
+		}
 	}
 	seen := make(map[string]bool, len(c.Endpoints))
 	lbEps := make([]lb.Endpoint, len(c.Endpoints))
@@ -201,21 +242,25 @@ func newCluster(c *Cluster) (*cluster, error) {
 			return nil, fmt.Errorf("endpoint %s listed twice", addr)
 		}
 		seen[addr] = true
-		cl.eps = append(cl.eps, &endpoint{idx: i, addr: addr, cl: cl})
+		ep := existing[addr]
+		if ep == nil {
+			ep = &endpoint{addr: addr, cl: cl}
+		}
+		cfg.eps = append(cfg.eps, ep)
 		lbEps[i] = lb.Endpoint{Key: addr, Weight: e.Weight}
 	}
-	if len(cl.eps) > 0 {
+	if len(cfg.eps) > 0 {
 		b, err := lb.New(c.LB, lbEps, lb.Options{
-			Load:       func(i int) int64 { return cl.eps[i].active.Load() },
+			Load:       func(i int) int64 { return cfg.eps[i].active.Load() },
 			RingSize:   c.RingSize,
 			MaglevSize: c.MaglevTableSize,
 		})
 		if err != nil {
 			return nil, err
 		}
-		cl.bal = b
+		cfg.bal = b
 	}
-	return cl, nil
+	return cfg, nil
 }
 
 func orDefault[T int | time.Duration](v, def T) T {

@@ -15,21 +15,38 @@ import (
 
 // Engine proxies the downstream connections of one filter configuration. It owns the
 // upstream connection pools, which all its sessions share. It is safe for concurrent use.
+// Its routes and clusters can be replaced while it runs (Update).
 type Engine struct {
-	codec    codecs.Codec
-	routes   []*route
-	clusters map[string]*cluster
-	idle     time.Duration
-	dialer   Dialer
-	log      *slog.Logger
-	start    time.Time
-	stats    counters
-	closed   atomic.Bool
+	codec  codecs.Codec
+	idle   time.Duration
+	drain  time.Duration
+	dialer Dialer
+	log    *slog.Logger
+	start  time.Time
+	stats  counters
+	closed atomic.Bool
 	// refuse, when set, is why every request is refused (see Refusing).
 	refuse string
+
+	// table is the route table; each request loads it once and keeps what it loaded, so an
+	// Update never changes the routing of a request already routed.
+	table atomic.Pointer[table]
+
+	// updateMu serialises Update and Close.
+	updateMu sync.Mutex
+	// draining lists the endpoints removed by updates whose pools may still be open, for
+	// Close. Guarded by updateMu.
+	draining []*endpoint
 }
 
-// New compiles cfg. Every error names the route, cluster or field at fault.
+// table is one compiled set of routes and the clusters they name. It is immutable.
+type table struct {
+	routes   []*route
+	clusters map[string]*cluster
+}
+
+// New compiles cfg. Every error names the route, cluster or field at fault. cfg may have no
+// routes (an RDS configuration before its first Update): requests then get no_route.
 func New(cfg Config, opts Options) (*Engine, error) {
 	if cfg.Codec == nil {
 		return nil, errors.New("engine: no codec")
@@ -40,23 +57,23 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	if cfg.IdleTimeout < 0 {
 		return nil, errors.New("engine: negative idle timeout")
 	}
-	clusters, err := compileClusters(cfg.Clusters)
-	if err != nil {
-		return nil, fmt.Errorf("engine: %w", err)
-	}
-	routes, err := compileRoutes(cfg.Routes, clusters)
-	if err != nil {
-		return nil, fmt.Errorf("engine: %w", err)
+	if opts.DrainTimeout < 0 {
+		return nil, errors.New("engine: negative drain timeout")
 	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e := &Engine{codec: cfg.Codec, routes: routes, clusters: clusters, idle: cfg.IdleTimeout,
+	e := &Engine{codec: cfg.Codec, idle: cfg.IdleTimeout, drain: orDefault(opts.DrainTimeout, DefaultDrainTimeout),
 		dialer: opts.Dialer, log: log, start: time.Now()}
-	for _, cl := range clusters {
-		cl.e = e
+	t, swaps, err := e.compile(cfg.Routes, cfg.Clusters, nil)
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
 	}
+	for _, sw := range swaps {
+		sw.cl.cfg.Store(sw.next)
+	}
+	e.table.Store(t)
 	return e, nil
 }
 
@@ -74,9 +91,9 @@ func Refusing(codec codecs.Codec, msg string, logger *slog.Logger) *Engine {
 // now is the monotonic time since the engine started, in nanoseconds.
 func (e *Engine) now() int64 { return int64(time.Since(e.start)) }
 
-// match returns the first route whose conditions hold for f, or nil.
-func (e *Engine) match(f codecs.Frame) *route {
-	for _, r := range e.routes {
+// match returns the first route of t whose conditions hold for f, or nil.
+func (t *table) match(f codecs.Frame) *route {
+	for _, r := range t.routes {
 		if r.matches(f) {
 			return r
 		}
@@ -88,14 +105,21 @@ func (e *Engine) match(f codecs.Frame) *route {
 // "unavailable" errors. Sessions keep working but new requests get errors; the host closes
 // them. Used when a configuration is replaced.
 func (e *Engine) Close() {
+	e.updateMu.Lock()
+	defer e.updateMu.Unlock()
 	if e.closed.Swap(true) {
 		return
 	}
-	for _, cl := range e.clusters {
-		for _, ep := range cl.eps {
-			for _, p := range ep.allPools() {
-				p.close()
-			}
+	eps := e.draining
+	e.draining = nil
+	if t := e.table.Load(); t != nil {
+		for _, cl := range t.clusters {
+			eps = append(eps, cl.cfg.Load().eps...)
+		}
+	}
+	for _, ep := range eps {
+		for _, p := range ep.allPools() {
+			p.close()
 		}
 	}
 }
@@ -107,10 +131,21 @@ func (e *Engine) recovered(where string, v any) {
 		"stack", string(debug.Stack()))
 }
 
-// cluster is a compiled Cluster.
+// cluster is a destination, one per cluster name for as long as updates keep the name. Its
+// settings and endpoints (clusterCfg) are replaced as a whole by updates; its request
+// counters, which the limits bound, carry over.
 type cluster struct {
-	e              *Engine
-	name           string
+	e    *Engine
+	name string
+	cfg  atomic.Pointer[clusterCfg]
+
+	active atomic.Int64 // requests owned by a pool: waiting or in flight
+	queued atomic.Int64 // requests waiting for a connection
+}
+
+// clusterCfg is a compiled Cluster. It is immutable; endpoints present in consecutive
+// configurations are the same *endpoint, with their pools.
+type clusterCfg struct {
 	eps            []*endpoint
 	bal            lb.Balancer
 	hashAttrs      []string
@@ -119,22 +154,21 @@ type cluster struct {
 	maxRequests    int64
 	connectTimeout time.Duration
 	maxAttempts    int
-
-	active atomic.Int64 // requests owned by a pool: waiting or in flight
-	queued atomic.Int64 // requests waiting for a connection
 }
 
-// pick chooses an endpoint for f, avoiding the endpoints whose index bits are set in tried
-// while others remain. nil: no endpoint.
-func (cl *cluster) pick(f codecs.Frame, tried uint64) *endpoint {
-	if len(cl.eps) == 0 {
-		return nil
+// pick chooses an endpoint for f in the cluster's current configuration, avoiding the
+// endpoints whose index bits are set in tried while others remain, and returns it with its
+// index. nil: no endpoint.
+func (cl *cluster) pick(f codecs.Frame, tried uint64) (*endpoint, int) {
+	c := cl.cfg.Load()
+	if len(c.eps) == 0 {
+		return nil, 0
 	}
 	var h uint64
 	hashed := false
-	if len(cl.hashAttrs) > 0 {
+	if len(c.hashAttrs) > 0 {
 		h = lb.Seed
-		for _, a := range cl.hashAttrs {
+		for _, a := range c.hashAttrs {
 			if v, ok := f.Attribute(a); ok {
 				hashed = true
 				h = lb.HashString(h, v)
@@ -142,26 +176,29 @@ func (cl *cluster) pick(f codecs.Frame, tried uint64) *endpoint {
 			h = lb.HashUint64(h, 0xff) // separator: ("ab","c") and ("a","bc") differ
 		}
 	}
-	i := cl.bal.Pick(h, hashed)
+	i := c.bal.Pick(h, hashed)
 	if tried != 0 {
 		// Retries walk on from the balancer's choice to the next endpoint not tried yet
-		// (only the first 64 endpoints are tracked).
-		for n := 0; n < len(cl.eps) && i < 64 && tried&(1<<i) != 0; n++ {
-			i = (i + 1) % len(cl.eps)
+		// (only the first 64 endpoints are tracked). Indexes are those of the configuration
+		// current at each try; after an update they may point elsewhere, which only makes the
+		// walk less exact.
+		for n := 0; n < len(c.eps) && i < 64 && tried&(1<<i) != 0; n++ {
+			i = (i + 1) % len(c.eps)
 		}
 	}
-	return cl.eps[i]
+	return c.eps[i], i
 }
 
 // endpoint is one upstream address of a cluster, with its pools, one per protocol mode.
 type endpoint struct {
-	idx    int // in cluster.eps
 	addr   string
 	cl     *cluster
 	active atomic.Int64 // for least request
 
-	mu    sync.Mutex              // serialises pool creation
+	mu    sync.Mutex              // serialises pool creation and the start of draining
 	pools atomic.Pointer[[]*pool] // copy on write: read on every request without a lock
+	// draining is set, under mu, once an update removed the endpoint.
+	draining bool
 }
 
 // pool returns the endpoint's pool for mode, creating it on first use.
@@ -185,6 +222,11 @@ func (ep *endpoint) pool(mode string) *pool {
 		}
 	}
 	p := newPool(ep, mode)
+	if ep.draining {
+		// Reached through a route table loaded before the update that removed the endpoint:
+		// enqueue refuses with errDrained and the request is balanced again.
+		p.closed, p.drained = true, true
+	}
 	next := append(append(make([]*pool, 0, len(cur)+1), cur...), p)
 	ep.pools.Store(&next)
 	if ep.cl.e.closed.Load() {
@@ -200,9 +242,4 @@ func (ep *endpoint) allPools() []*pool {
 		return *ps
 	}
 	return nil
-}
-
-// Update replaces the engine's routes and clusters while it runs (see update.go).
-func (e *Engine) Update(routes []Route, clusters []Cluster) error {
-	return errors.New("engine: Update: not implemented yet")
 }

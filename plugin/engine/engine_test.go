@@ -312,9 +312,9 @@ func TestDownstreamCloseCancels(t *testing.T) {
 	if a.down.isClosed() {
 		t.Fatal("engine closed a connection the host reported closed")
 	}
-	cl := e.clusters["c"]
-	if cl.active.Load() != 0 || cl.eps[0].active.Load() != 0 {
-		t.Fatalf("active %d/%d after everything finished", cl.active.Load(), cl.eps[0].active.Load())
+	cl := e.testCluster("c")
+	if cl.active.Load() != 0 || cl.cfg.Load().eps[0].active.Load() != 0 {
+		t.Fatalf("active %d/%d after everything finished", cl.active.Load(), cl.cfg.Load().eps[0].active.Load())
 	}
 	a.send(call("m", 3)) // data after close is ignored
 	if len(srv.requests()) != 0 {
@@ -447,7 +447,7 @@ func TestEngineCloseWhileConnecting(t *testing.T) {
 	if st := e.Stats(); st.UpstreamConnectFailures != 0 {
 		t.Fatalf("stats %+v", st)
 	}
-	if cc := e.clusters["c"]; cc.queued.Load() != 0 || cc.active.Load() != 0 {
+	if cc := e.testCluster("c"); cc.queued.Load() != 0 || cc.active.Load() != 0 {
 		t.Fatalf("queued %d active %d after Close", cc.queued.Load(), cc.active.Load())
 	}
 }

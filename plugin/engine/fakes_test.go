@@ -334,3 +334,6 @@ func dubboHeartbeat(id uint64) []byte {
 	b = binary.BigEndian.AppendUint64(b, id)
 	return append(binary.BigEndian.AppendUint32(b, 1), 'N')
 }
+
+// testCluster returns the engine's cluster named name in its current route table.
+func (e *Engine) testCluster(name string) *cluster { return e.table.Load().clusters[name] }

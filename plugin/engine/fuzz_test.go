@@ -64,7 +64,7 @@ func fuzzSession(t *testing.T, c codecs.Codec, cuts, stream []byte) {
 	if st.Panics != 0 {
 		t.Fatalf("%d panics", st.Panics)
 	}
-	if n := e.clusters["c"].active.Load(); n != 0 && !cl.down.isClosed() {
+	if n := e.testCluster("c").active.Load(); n != 0 && !cl.down.isClosed() {
 		t.Fatalf("%d requests unanswered after the server replied to all", n)
 	}
 }

@@ -24,7 +24,7 @@ import (
 
 // enqueuePingPong writes p on an idle connection, or makes it wait for one and returns a new
 // connection to dial when every waiting request needs one.
-func (pl *pool) enqueuePingPong(p *pending) (dial *upstream, reason codecs.Reason, err error) {
+func (pl *pool) enqueuePingPong(p *pending, c *clusterCfg) (dial *upstream, reason codecs.Reason, err error) {
 	cl := pl.cl
 	if n := len(pl.idle); n > 0 {
 		u := pl.idle[n-1]
@@ -44,8 +44,8 @@ func (pl *pool) enqueuePingPong(p *pending) (dial *upstream, reason codecs.Reaso
 		}
 		return nil, 0, nil
 	}
-	if cl.queued.Load() >= cl.maxPending {
-		return nil, codecs.ReasonOverLimit, fmt.Errorf("cluster %s: %d requests waiting for a connection", cl.name, cl.maxPending)
+	if cl.queued.Load() >= c.maxPending {
+		return nil, codecs.ReasonOverLimit, fmt.Errorf("cluster %s: %d requests waiting for a connection", cl.name, c.maxPending)
 	}
 	p.state = stQueued
 	p.up = nil
@@ -59,7 +59,7 @@ func (pl *pool) enqueuePingPong(p *pending) (dial *upstream, reason codecs.Reaso
 		u := &upstream{p: pl, slot: len(pl.all), idleIdx: -1, state: upConnecting, codec: pl.e.codec.NewConn()}
 		pl.all = append(pl.all, u)
 		pl.connecting++
-		u.connectTimer = time.AfterFunc(cl.connectTimeout, u.onConnectTimeout)
+		u.connectTimer = time.AfterFunc(c.connectTimeout, u.onConnectTimeout)
 		dial = u
 	}
 	return dial, 0, nil
@@ -130,7 +130,7 @@ func (pl *pool) compactWaitq() {
 
 // park keeps u, ready and free, among the idle connections, or closes it when enough are.
 func (pl *pool) park(u *upstream) {
-	if len(pl.idle) >= pl.cl.conns || pl.closed {
+	if len(pl.idle) >= pl.cl.cfg.Load().conns || pl.closed {
 		pl.discard(u, true)
 		return
 	}
@@ -182,6 +182,7 @@ func (u *upstream) readyPingPong(c UpstreamConn) {
 		u.connectTimer.Stop()
 		pl.connecting--
 		u.state, u.conn = upReady, c
+		defer pl.pokeDrain()
 		return pl.serve(u)
 	}()
 	for _, p := range failed {

@@ -156,7 +156,7 @@ func TestPingPongQueueServedByFirstFreeConnection(t *testing.T) {
 	if !late.isClosed() && !srv.isClosed() {
 		t.Fatal("two idle connections kept, want one")
 	}
-	if e.clusters["c"].queued.Load() != 0 || e.clusters["c"].active.Load() != 0 {
+	if e.testCluster("c").queued.Load() != 0 || e.testCluster("c").active.Load() != 0 {
 		t.Fatal("counters not back to zero")
 	}
 }
@@ -218,7 +218,7 @@ func TestPingPongTimeoutWhileWaiting(t *testing.T) {
 		if n := len(idle.requests()); n != 0 || idle.isClosed() {
 			t.Fatalf("second connection: %d requests, closed %v; want idle", n, idle.isClosed())
 		}
-		if n := e.clusters["c"].queued.Load(); n != 0 {
+		if n := e.testCluster("c").queued.Load(); n != 0 {
 			t.Fatalf("%d requests counted waiting", n)
 		}
 	})
@@ -284,8 +284,8 @@ func TestPingPongOnewayReleasesConnection(t *testing.T) {
 	if reqs := s2.requests(); len(reqs) != 2 || method(reqs[0]) != "notify" || reqs[1].RequestID() != 6 {
 		t.Fatalf("new connection got %d requests, want notify then request 6", len(reqs))
 	}
-	if d.count() != 3 || e.clusters["c"].queued.Load() != 0 || e.clusters["c"].active.Load() != 2 {
-		t.Fatalf("dials %d queued %d active %d", d.count(), e.clusters["c"].queued.Load(), e.clusters["c"].active.Load())
+	if d.count() != 3 || e.testCluster("c").queued.Load() != 0 || e.testCluster("c").active.Load() != 2 {
+		t.Fatalf("dials %d queued %d active %d", d.count(), e.testCluster("c").queued.Load(), e.testCluster("c").active.Load())
 	}
 	if st := e.Stats(); st.Oneway != 3 {
 		t.Fatalf("stats %+v", st)
@@ -395,7 +395,7 @@ func TestPingPongEngineClose(t *testing.T) {
 	if !late.isClosed() {
 		t.Fatal("connection completing after close kept")
 	}
-	if e.clusters["c"].queued.Load() != 0 || e.clusters["c"].active.Load() != 0 {
+	if e.testCluster("c").queued.Load() != 0 || e.testCluster("c").active.Load() != 0 {
 		t.Fatal("counters not back to zero")
 	}
 }
@@ -507,10 +507,10 @@ func TestPingPongEncodeFailures(t *testing.T) {
 	if st.Panics != 1 || st.MutationErrors != 2 || st.LocalReplies[codecs.ReasonInternal] != 2 {
 		t.Fatalf("stats %+v", st)
 	}
-	if n := e.clusters["c"].queued.Load(); n != 0 {
+	if n := e.testCluster("c").queued.Load(); n != 0 {
 		t.Fatalf("%d counted waiting", n)
 	}
-	if n := e.clusters["c"].active.Load(); n != 1 {
+	if n := e.testCluster("c").active.Load(); n != 1 {
 		t.Fatalf("%d counted active, want the bystander's only", n)
 	}
 }

@@ -39,6 +39,7 @@ type pending struct {
 
 	// Guarded by the session lock.
 	ep         *endpoint
+	epIdx      int // ep's index in the cluster configuration it was picked from
 	pool       *pool
 	attempts   int
 	tried      uint64 // bit i: endpoint i failed to connect
@@ -74,6 +75,13 @@ type pool struct {
 	wbuf     []byte
 	closed   bool
 
+	// Draining (update.go), guarded by mu: an update removed the endpoint; the pool closes
+	// once idle or at drainDeadline (engine time), and drained says it closed so.
+	draining      bool
+	drained       bool
+	drainDeadline int64
+	drainTimer    *time.Timer
+
 	// Ping-pong pools only, guarded by mu; see pingpong.go.
 	pingPong   bool
 	all        []*upstream // every connection not closed, at index upstream.slot
@@ -87,7 +95,7 @@ type pool struct {
 func newPool(ep *endpoint, mode string) *pool {
 	p := &pool{ep: ep, cl: ep.cl, e: ep.cl.e, mode: mode}
 	if codecs.Multiplexes(p.e.codec) {
-		p.conns = make([]*upstream, ep.cl.conns)
+		p.conns = make([]*upstream, ep.cl.cfg.Load().conns)
 		p.inflight = make(map[uint32]*pending)
 	} else {
 		p.pingPong = true
@@ -136,13 +144,17 @@ func (pl *pool) enqueue(p *pending) (dial *upstream, reason codecs.Reason, err e
 	defer pl.mu.Unlock()
 	cl := pl.cl
 	if pl.closed {
+		if pl.drained {
+			return nil, codecs.ReasonUnavailable, errDrained
+		}
 		return nil, codecs.ReasonUnavailable, errors.New("upstream pool closed")
 	}
-	if cl.active.Load() >= cl.maxRequests {
-		return nil, codecs.ReasonOverLimit, fmt.Errorf("cluster %s: %d requests in flight", cl.name, cl.maxRequests)
+	c := cl.cfg.Load()
+	if cl.active.Load() >= c.maxRequests {
+		return nil, codecs.ReasonOverLimit, fmt.Errorf("cluster %s: %d requests in flight", cl.name, c.maxRequests)
 	}
 	if pl.pingPong {
-		return pl.enqueuePingPong(p)
+		return pl.enqueuePingPong(p, c)
 	}
 	slot := pl.next % len(pl.conns)
 	pl.next++
@@ -151,8 +163,8 @@ func (pl *pool) enqueue(p *pending) (dial *upstream, reason codecs.Reason, err e
 	if fresh {
 		u = &upstream{p: pl, slot: slot, state: upConnecting, codec: pl.e.codec.NewConn()}
 	}
-	if u.state != upReady && cl.queued.Load() >= cl.maxPending {
-		return nil, codecs.ReasonOverLimit, fmt.Errorf("cluster %s: %d requests waiting for a connection", cl.name, cl.maxPending)
+	if u.state != upReady && cl.queued.Load() >= c.maxPending {
+		return nil, codecs.ReasonOverLimit, fmt.Errorf("cluster %s: %d requests waiting for a connection", cl.name, c.maxPending)
 	}
 	id := pl.allocID()
 	if err := p.req.SetRequestID(uint64(id)); err != nil {
@@ -179,7 +191,7 @@ func (pl *pool) enqueue(p *pending) (dial *upstream, reason codecs.Reason, err e
 	p.up = u
 	if fresh {
 		pl.conns[slot] = u
-		u.connectTimer = time.AfterFunc(cl.connectTimeout, u.onConnectTimeout)
+		u.connectTimer = time.AfterFunc(c.connectTimeout, u.onConnectTimeout)
 		dial = u
 	}
 	if p.oneway {
@@ -231,6 +243,14 @@ func keep(buf []byte) []byte {
 // remove takes p out of the pool. It reports false if p was already removed. The pool lock
 // is held.
 func (pl *pool) remove(p *pending) bool {
+	if !pl.removeHeld(p) {
+		return false
+	}
+	pl.pokeDrain()
+	return true
+}
+
+func (pl *pool) removeHeld(p *pending) bool {
 	if p.state == stDone {
 		return false
 	}
@@ -323,46 +343,55 @@ func (pl *pool) close() {
 	func() {
 		pl.mu.Lock()
 		defer pl.mu.Unlock()
-		if pl.closed {
-			return
-		}
-		pl.closed = true
-		pl.timer.Stop()
-		if pl.pingPong {
-			held = pl.closePingPong()
-			return
-		}
-		for i, u := range pl.conns {
-			if u == nil {
-				continue
-			}
-			if u.state == upReady {
-				u.conn.Close()
-			}
-			if u.connectTimer != nil {
-				u.connectTimer.Stop()
-			}
-			for _, p := range u.queued {
-				if !p.oneway && p.state == stQueued {
-					held = append(held, p) // to be answered; in inflight too
-				}
-			}
-			u.dropQueued()
-			u.state = upClosed
-			pl.conns[i] = nil
-		}
-		for _, p := range pl.inflight {
-			if p.state == stSent {
-				held = append(held, p)
-			}
-		}
-		for _, p := range pl.inflight {
-			pl.remove(p)
-		}
+		held = pl.closeLocked()
 	}()
 	for _, p := range held {
 		p.s.failed(p, codecs.ReasonUnavailable, "upstream pool closed")
 	}
+}
+
+// closeLocked closes the pool's connections and returns the two-way requests it held,
+// removed, for the caller to answer once it unlocked. The pool lock is held.
+func (pl *pool) closeLocked() (held []*pending) {
+	if pl.closed {
+		return nil
+	}
+	pl.closed = true
+	pl.timer.Stop()
+	if pl.drainTimer != nil {
+		pl.drainTimer.Stop()
+	}
+	if pl.pingPong {
+		return pl.closePingPong()
+	}
+	for i, u := range pl.conns {
+		if u == nil {
+			continue
+		}
+		if u.state == upReady {
+			u.conn.Close()
+		}
+		if u.connectTimer != nil {
+			u.connectTimer.Stop()
+		}
+		for _, p := range u.queued {
+			if !p.oneway && p.state == stQueued {
+				held = append(held, p) // to be answered; in inflight too
+			}
+		}
+		u.dropQueued()
+		u.state = upClosed
+		pl.conns[i] = nil
+	}
+	for _, p := range pl.inflight {
+		if p.state == stSent {
+			held = append(held, p)
+		}
+	}
+	for _, p := range pl.inflight {
+		pl.remove(p)
+	}
+	return held
 }
 
 // dropQueued forgets the requests waiting for u (oneway ones included, which nobody
@@ -420,6 +449,7 @@ func (u *upstream) OnReady(c UpstreamConn) {
 		}
 	}
 	u.queued, u.qbuf, u.dead = nil, nil, 0
+	pl.pokeDrain()
 }
 
 // OnFailure sends the queued requests to other endpoints, or answers them.

@@ -74,7 +74,7 @@ func TestFirstMatchWinsAndAllConditionsHold(t *testing.T) {
 	for name, want := range map[string]string{
 		"Svc:Get": "both", "Svc:Put": "svc", "Get": "get", "Other:Get": "get", "Put": "default",
 	} {
-		if r := e.match(decodeOne(t, c, call(name, 1))); r == nil || r.name != want {
+		if r := e.table.Load().match(decodeOne(t, c, call(name, 1))); r == nil || r.name != want {
 			t.Errorf("%s routed to %v, want %s", name, r, want)
 		}
 	}
@@ -96,7 +96,7 @@ func TestWeightedClusters(t *testing.T) {
 			{Name: "z", Endpoints: []Endpoint{{Address: "10.0.0.3:1"}}},
 		}}
 	e, _ := newEngine(t, cfg)
-	r := e.routes[0]
+	r := e.table.Load().routes[0]
 	counts := map[string]int{}
 	const n = 20000
 	for range n {
@@ -121,16 +121,16 @@ func TestLoadBalancingPolicies(t *testing.T) {
 				cl.HashAttributes = []string{"x-user"}
 			}
 			e, _ := newEngine(t, oneCluster(c, Route{}, cl))
-			cc := e.clusters["c"]
+			cc := e.testCluster("c")
 			seen := map[string]int{}
 			for i := range 300 {
 				user := fmt.Sprint("u", i%30)
 				f := decodeOne(t, c, dubboRequest(t, 1, "S", "", "m", map[string]string{"x-user": user}))
-				ep := cc.pick(f, 0)
+				ep, _ := cc.pick(f, 0)
 				seen[ep.addr]++
 				if p.Hashing() {
 					for range 3 {
-						if again := cc.pick(f, 0); again != ep {
+						if again, _ := cc.pick(f, 0); again != ep {
 							t.Fatalf("user %s went to %s then %s", user, ep.addr, again.addr)
 						}
 					}
@@ -142,7 +142,7 @@ func TestLoadBalancingPolicies(t *testing.T) {
 			// A request without the hash attribute is still balanced.
 			if p.Hashing() {
 				f := decodeOne(t, c, dubboRequest(t, 1, "S", "", "m", nil))
-				if cc.pick(f, 0) == nil {
+				if ep, _ := cc.pick(f, 0); ep == nil {
 					t.Fatal("no endpoint without a hash key")
 				}
 			}
@@ -160,8 +160,8 @@ func TestLeastRequestAvoidsBusyEndpoint(t *testing.T) {
 	}
 	// With two endpoints, P2C picks the less loaded one whenever the sample differs, so the
 	// in-flight counts stay close.
-	cc := e.clusters["c"]
-	a, b := cc.eps[0].active.Load(), cc.eps[1].active.Load()
+	cc := e.testCluster("c")
+	a, b := cc.cfg.Load().eps[0].active.Load(), cc.cfg.Load().eps[1].active.Load()
 	if a+b != 40 || a < 15 || b < 15 {
 		t.Fatalf("in flight %d and %d, want a near-even split of 40", a, b)
 	}
@@ -194,7 +194,7 @@ func TestDubboRouting(t *testing.T) {
 	} {
 		f := decodeOne(t, c, dubboRequest(t, 1, svc, tc.version, tc.method, tc.atts))
 		got := ""
-		if r := e.match(f); r != nil {
+		if r := e.table.Load().match(f); r != nil {
 			got = r.name
 		}
 		if got != tc.want {

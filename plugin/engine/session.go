@@ -12,6 +12,10 @@ import (
 // use instead of kept: one large frame must not pin memory for the connection's life.
 const maxKeptBuffer = 64 << 10
 
+// maxRebalance bounds how many times a request is balanced again after picking an endpoint
+// that an update removed in the meantime.
+const maxRebalance = 3
+
 // Session is the engine's side of one downstream connection. The host calls OnData and
 // OnClose on the connection's worker; upstream responses and timers reach the session from
 // other goroutines, hence its lock.
@@ -150,7 +154,9 @@ func (s *Session) route(f codecs.Frame) {
 		s.shutdown(true)
 		return
 	}
-	r := e.match(f)
+	// The table is loaded once: the request keeps the route it matched whatever updates
+	// happen while it is in flight.
+	r := e.table.Load().match(f)
 	if r == nil {
 		s.localReply(f, codecs.ReasonNoRoute, "no route matches")
 		return
@@ -181,18 +187,34 @@ func (s *Session) route(f codecs.Frame) {
 // forward sends p to an endpoint of its cluster, one it has not tried yet if any remain.
 // The session lock is held.
 func (s *Session) forward(p *pending) {
-	ep := p.cl.pick(p.req, p.tried)
-	if ep == nil {
-		s.fail(p, codecs.ReasonNoHealthyUpstream, "cluster "+p.cl.name+" has no endpoints")
-		return
+	var (
+		ep     *endpoint
+		dial   *upstream
+		reason codecs.Reason
+		err    error
+	)
+	// An endpoint drained by an update since the request was balanced refuses it
+	// (errDrained): balance again, on the configuration the update stored. Only a cluster
+	// that an update removed keeps offering drained endpoints, hence the bound.
+	for range maxRebalance {
+		var idx int
+		ep, idx = p.cl.pick(p.req, p.tried)
+		if ep == nil {
+			s.fail(p, codecs.ReasonNoHealthyUpstream, "cluster "+p.cl.name+" has no endpoints")
+			return
+		}
+		p.ep, p.epIdx = ep, idx
+		pl := ep.pool(s.conn.Mode())
+		p.pool = pl
+		if !p.oneway {
+			s.link(p)
+		}
+		dial, reason, err = pl.enqueue(p)
+		if reason == 0 || !errors.Is(err, errDrained) {
+			break
+		}
+		s.unlink(p)
 	}
-	p.ep = ep
-	pl := ep.pool(s.conn.Mode())
-	p.pool = pl
-	if !p.oneway {
-		s.link(p)
-	}
-	dial, reason, err := pl.enqueue(p)
 	if reason != 0 {
 		s.unlink(p)
 		msg := "upstream " + ep.addr
@@ -341,10 +363,10 @@ func (s *Session) retry(p *pending, ep *endpoint) {
 	s.unlink(p)
 	s.cur, s.curID = p.req, p.origID
 	p.attempts++
-	if ep.idx < 64 {
-		p.tried |= 1 << ep.idx
+	if p.epIdx < 64 {
+		p.tried |= 1 << p.epIdx
 	}
-	if p.attempts >= p.cl.maxAttempts || len(p.cl.eps) < 2 {
+	if c := p.cl.cfg.Load(); p.attempts >= c.maxAttempts || len(c.eps) < 2 {
 		s.fail(p, codecs.ReasonUnavailable, "cannot connect to upstream "+ep.addr)
 	} else {
 		s.forward(p)

@@ -134,7 +134,7 @@ func concurrentTraffic(t *testing.T, c codecs.Codec, cluster Cluster) {
 	stop.Store(true)
 	servers.Wait()
 	time.Sleep(10 * time.Millisecond)
-	cc := e.clusters["c"]
+	cc := e.testCluster("c")
 	if n := cc.active.Load(); n != 0 {
 		t.Fatalf("%d requests still counted active", n)
 	}
