@@ -70,8 +70,21 @@
 //
 // Pools belong to an Engine, and an Engine to a filter configuration: the host keeps one
 // Engine per configuration, so every downstream connection of it, on every worker, shares
-// the same upstream connections. A new configuration is a new Engine (Engine.Close releases
-// the old one's connections).
+// the same upstream connections. A new filter configuration is a new Engine (Engine.Close
+// releases the old one's connections).
+//
+// # Live updates
+//
+// Engine.Update replaces the routes and clusters of a running engine (routes received over
+// xDS). The route table is behind an atomic pointer that each request loads once, and each
+// cluster's settings and endpoint list behind another, so the request path takes no lock
+// and allocates nothing for it; a request keeps the route it matched. Clusters are kept by
+// name and endpoints by address, with their pools and connections; removed endpoints drain
+// (their requests complete, then their connections close, bounded by Options.DrainTimeout)
+// and are never balanced to again: a request balanced on the old configuration that reaches
+// a drained endpoint is balanced again on the new one. Downstream connections are never
+// closed by an update. An engine may start without routes (RDS before the first response):
+// until its first Update, requests are answered no_route at once rather than held.
 //
 // # Limits of this version
 //

@@ -175,11 +175,11 @@ func (pl *pool) onDrainTimer() {
 	}
 }
 
-// idleLocked reports whether the pool holds no request and has no connection being
-// established. The pool lock is held.
+// idleLocked reports whether the pool holds no request, waiting or in flight. The pool lock is held.
 func (pl *pool) idleLocked() bool {
 	if pl.pingPong {
-		if pl.waiting > 0 || pl.connecting > 0 {
+		// Connections being established for requests no longer waiting are not needed.
+		if pl.waiting > 0 {
 			return false
 		}
 		for _, u := range pl.all {
@@ -193,7 +193,8 @@ func (pl *pool) idleLocked() bool {
 		return false
 	}
 	for _, u := range pl.conns {
-		if u != nil && u.state == upConnecting {
+		// Oneway requests waiting for their connection (two-way ones are in inflight).
+		if u != nil && u.state == upConnecting && len(u.queued) > u.dead {
 			return false
 		}
 	}
