@@ -7,6 +7,8 @@
 package model
 
 import (
+	"slices"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -58,6 +60,10 @@ type Port struct {
 	Codec    string
 	// Endpoints serve this port, sorted by address.
 	Endpoints []Endpoint
+	// TrafficPolicy is the service's policy for this port when the DestinationRule has
+	// portLevelSettings for it (they replace the top-level policy, as in Istio); nil means
+	// Service.TrafficPolicy. Service.Policy combines the levels.
+	TrafficPolicy *TrafficPolicy
 }
 
 // Endpoint is one server of a port.
@@ -69,7 +75,8 @@ type Endpoint struct {
 	Labels map[string]string
 	// Weight is the load-balancing weight; 0 means 1.
 	Weight uint32
-	// Locality is "region/zone/subzone", possibly empty.
+	// Locality is "region/zone/subzone", possibly empty. Endpoints from an EndpointSlice
+	// know only their zone: "/zone".
 	Locality string
 }
 
@@ -77,8 +84,14 @@ type Endpoint struct {
 type Subset struct {
 	Name   string
 	Labels map[string]string
-	// TrafficPolicy overrides the service's policy for this subset; nil means inherit.
+	// TrafficPolicy overrides the service's policy for this subset; nil means inherit. It is
+	// already merged: the service's policy with the sections (load balancer, connection pool,
+	// outlier detection) the subset sets replaced.
 	TrafficPolicy *TrafficPolicy
+	// PortTrafficPolicies are the subset's merged policies for the ports that have
+	// port-level settings (the DestinationRule's or the subset's); absent ports use
+	// TrafficPolicy. Set only when the subset has a traffic policy of its own.
+	PortTrafficPolicies map[uint32]*TrafficPolicy
 }
 
 // LBPolicy is a load-balancing policy.
@@ -123,6 +136,58 @@ type OutlierDetection struct {
 	MinHealthPercent    uint32
 	SplitExternalLocal  bool
 	ConsecutiveLocalErr uint32
+}
+
+// Service returns the service with the hostname, or nil. Services must be sorted (Build
+// sorts them).
+func (m *Model) Service(hostname string) *Service {
+	i, ok := slices.BinarySearchFunc(m.Services, hostname, func(s *Service, h string) int {
+		return strings.Compare(s.Hostname, h)
+	})
+	if !ok {
+		return nil
+	}
+	return m.Services[i]
+}
+
+// Port returns the Meltemi port with the number, or nil.
+func (s *Service) Port(number uint32) *Port {
+	for _, p := range s.Ports {
+		if p.Number == number {
+			return p
+		}
+	}
+	return nil
+}
+
+// Subset returns the subset with the name, or nil.
+func (s *Service) Subset(name string) *Subset {
+	for i := range s.Subsets {
+		if s.Subsets[i].Name == name {
+			return &s.Subsets[i]
+		}
+	}
+	return nil
+}
+
+// Policy returns the traffic policy of the cluster for a port and a subset ("" for all
+// endpoints): the most specific of the subset's port-level, the subset's, the port's and the
+// service's policies, each already merged with the levels above it. nil means defaults.
+func (s *Service) Policy(port uint32, subset string) *TrafficPolicy {
+	if subset != "" {
+		if ss := s.Subset(subset); ss != nil {
+			if tp, ok := ss.PortTrafficPolicies[port]; ok {
+				return tp
+			}
+			if ss.TrafficPolicy != nil {
+				return ss.TrafficPolicy
+			}
+		}
+	}
+	if p := s.Port(port); p != nil && p.TrafficPolicy != nil {
+		return p.TrafficPolicy
+	}
+	return s.TrafficPolicy
 }
 
 // Router is a MetaRouter (ours or Aeraki's), with hosts and destination hosts made fully
