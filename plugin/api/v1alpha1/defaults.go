@@ -15,6 +15,11 @@ const (
 	DefaultMaxRequests            = 1024
 	DefaultMaxConnectAttempts     = 3
 	DefaultEndpointWeight         = 1
+	DefaultTokensPerFill          = 1
+	// DefaultRateLimitTimeout is how long the rate limit service is waited for (Envoy's
+	// ratelimit filter default).
+	DefaultRateLimitTimeout = 20 * time.Millisecond
+	DefaultMirrorPercent    = 100.0
 )
 
 // EffectiveMaxFrameSize returns max_frame_size in bytes, with the default applied.
@@ -96,4 +101,33 @@ func orDefault(v uint32, def int) int {
 		return def
 	}
 	return int(v)
+}
+
+// EffectiveTokensPerFill returns tokens_per_fill with the default applied.
+func (b *TokenBucket) EffectiveTokensPerFill() int {
+	return orDefault(b.GetTokensPerFill(), DefaultTokensPerFill)
+}
+
+// EffectiveRequestTimeout returns how long the rate limit service is waited for.
+func (g *GlobalRateLimit) EffectiveRequestTimeout() time.Duration {
+	if d := g.GetRequestTimeout(); d != nil && d.AsDuration() > 0 {
+		return d.AsDuration()
+	}
+	return DefaultRateLimitTimeout
+}
+
+// EffectiveRetryOn returns the retry conditions: all of them when none is listed.
+func (r *RetryPolicy) EffectiveRetryOn() []string {
+	if on := r.GetRetryOn(); len(on) > 0 {
+		return on
+	}
+	return []string{RetryOnConnectFailure, RetryOnReset, RetryOnTimeout}
+}
+
+// EffectivePercent returns the share of requests mirrored, in percent.
+func (m *RequestMirrorPolicy) EffectivePercent() float64 {
+	if f := m.GetRuntimeFractionPercent(); f != nil {
+		return f.GetValue()
+	}
+	return DefaultMirrorPercent
 }

@@ -204,14 +204,118 @@ func (v *validator) routeConfig(p string, rc *RouteConfiguration, clusters map[s
 			}
 			names[name] = true
 		}
-		for j, m := range r.GetMatch().GetAttributes() {
-			v.matcher(fmt.Sprintf("%s.match.attributes[%d]", rp, j), m)
-		}
+		v.match(rp+".match", r.GetMatch())
 		if r.GetRoute() == nil {
 			v.add(rp+".route", "required")
 			continue
 		}
 		v.action(rp+".route", r.GetRoute(), clusters)
+	}
+	if l := rc.GetLocalRateLimit(); l != nil {
+		v.localRateLimit(prefix+"local_rate_limit", l)
+	}
+	if g := rc.GetGlobalRateLimit(); g != nil {
+		v.globalRateLimit(prefix+"global_rate_limit", g)
+	}
+}
+
+func (v *validator) localRateLimit(p string, l *LocalRateLimit) {
+	if b := l.GetTokenBucket(); b != nil {
+		v.tokenBucket(p+".token_bucket", b)
+	}
+	for i, c := range l.GetConditions() {
+		cp := fmt.Sprintf("%s.conditions[%d]", p, i)
+		if c.GetMatch() == nil {
+			v.add(cp+".match", "required")
+		}
+		v.match(cp+".match", c.GetMatch())
+		if c.GetTokenBucket() == nil {
+			v.add(cp+".token_bucket", "required")
+			continue
+		}
+		v.tokenBucket(cp+".token_bucket", c.GetTokenBucket())
+	}
+}
+
+func (v *validator) tokenBucket(p string, b *TokenBucket) {
+	if b.GetMaxTokens() == 0 {
+		v.add(p+".max_tokens", "must be positive")
+	}
+	if b.GetFillInterval() == nil {
+		v.add(p+".fill_interval", "required")
+		return
+	}
+	v.duration(p+".fill_interval", b.GetFillInterval(), true)
+}
+
+func (v *validator) globalRateLimit(p string, g *GlobalRateLimit) {
+	v.match(p+".match", g.GetMatch())
+	if g.GetDomain() == "" {
+		v.add(p+".domain", "required")
+	}
+	v.duration(p+".request_timeout", g.GetRequestTimeout(), true)
+	if g.GetRateLimitService() == "" {
+		v.add(p+".rate_limit_service", "required (the cluster of the rate limit service)")
+	}
+	if len(g.GetDescriptors()) == 0 {
+		v.add(p+".descriptors", "at least one descriptor is required")
+	}
+	keys := make(map[string]bool, len(g.GetDescriptors()))
+	for i, d := range g.GetDescriptors() {
+		dp := fmt.Sprintf("%s.descriptors[%d]", p, i)
+		if d.GetProperty() == "" {
+			v.add(dp+".property", "required")
+		}
+		switch k := d.GetDescriptorKey(); {
+		case k == "":
+			v.add(dp+".descriptor_key", "required")
+		case keys[k]:
+			v.addf(dp+".descriptor_key", "descriptor key %q used twice", k)
+		default:
+			keys[k] = true
+		}
+	}
+}
+
+// match checks the matchers of an optional RouteMatch.
+func (v *validator) match(p string, m *RouteMatch) {
+	for j, am := range m.GetAttributes() {
+		v.matcher(fmt.Sprintf("%s.attributes[%d]", p, j), am)
+	}
+}
+
+// RetryOn values of RetryPolicy.retry_on.
+const (
+	RetryOnConnectFailure = "connect-failure"
+	RetryOnReset          = "reset"
+	RetryOnTimeout        = "timeout"
+)
+
+func (v *validator) retryPolicy(p string, r *RetryPolicy) {
+	if r.GetNumRetries() == 0 {
+		v.add(p+".num_retries", "must be positive")
+	}
+	seen := make(map[string]bool, len(r.GetRetryOn()))
+	for i, on := range r.GetRetryOn() {
+		rp := fmt.Sprintf("%s.retry_on[%d]", p, i)
+		switch {
+		case on != RetryOnConnectFailure && on != RetryOnReset && on != RetryOnTimeout:
+			v.addf(rp, "unknown condition %q (want %s, %s or %s)", on, RetryOnConnectFailure, RetryOnReset, RetryOnTimeout)
+		case seen[on]:
+			v.addf(rp, "%q listed twice", on)
+		}
+		seen[on] = true
+	}
+	v.duration(p+".per_try_timeout", r.GetPerTryTimeout(), true)
+}
+
+func (v *validator) mirror(p string, m *RequestMirrorPolicy, clusters map[string]bool) {
+	v.clusterRef(p+".cluster", m.GetCluster(), clusters)
+	if f := m.GetRuntimeFractionPercent(); f != nil {
+		// NaN fails both comparisons.
+		if x := f.GetValue(); !(x >= 0 && x <= 100) {
+			v.addf(p+".runtime_fraction_percent", "%v: want 0 to 100", x)
+		}
 	}
 }
 
@@ -271,6 +375,12 @@ func (v *validator) action(p string, a *RouteAction, clusters map[string]bool) {
 		if m == "" {
 			v.add(fmt.Sprintf("%s.oneway_methods[%d]", p, i), "empty method name")
 		}
+	}
+	if r := a.GetRetryPolicy(); r != nil {
+		v.retryPolicy(p+".retry_policy", r)
+	}
+	for i, m := range a.GetRequestMirrorPolicies() {
+		v.mirror(fmt.Sprintf("%s.request_mirror_policies[%d]", p, i), m, clusters)
 	}
 }
 
