@@ -1,0 +1,366 @@
+package translate
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1alpha1 "github.com/meltemi-mesh/meltemi/controlplane/api/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/controlplane/internal/model"
+	apiv1alpha1 "github.com/meltemi-mesh/meltemi/plugin/api/v1alpha1"
+)
+
+// endpoint is a model endpoint parsed once per port and shared by the port's clusters.
+type endpoint struct {
+	addr     netip.AddrPort
+	locality string
+	labels   map[string]string
+	// lb is built once; the clusters of the port (all endpoints, subsets) share it.
+	lb *endpointv3.LbEndpoint
+}
+
+// serviceClusters adds a cluster and its endpoints for each port of the service: one with
+// every endpoint and one per subset.
+func (t *translator) serviceClusters(s *model.Service) {
+	drRef := s.Source
+	if s.DestinationRule != nil {
+		drRef = *s.DestinationRule
+	}
+	origins := []model.ObjectRef{s.Source}
+	if s.DestinationRule != nil {
+		origins = append(origins, *s.DestinationRule)
+	}
+	origins = sortedOrigins(origins)
+
+	// Subsets that cannot have a cluster of their own are reported once, not per port.
+	subsets := make([]*model.Subset, 0, len(s.Subsets))
+	seen := make(map[string]bool, len(s.Subsets))
+	for i := range s.Subsets {
+		ss := &s.Subsets[i]
+		switch {
+		case ss.Name == "":
+			t.problem(drRef, v1alpha1.ConditionAccepted, ReasonInvalid,
+				"host %q: subset %d has no name", s.Hostname, i)
+		case seen[ss.Name]:
+			t.problem(drRef, v1alpha1.ConditionAccepted, ReasonInvalid,
+				"host %q: subset %q is defined twice", s.Hostname, ss.Name)
+		default:
+			seen[ss.Name] = true
+			subsets = append(subsets, ss)
+		}
+	}
+	servicePolicy := t.checkPolicy(s.TrafficPolicy, drRef, s.Hostname, "")
+	subsetPolicies := make([]*model.TrafficPolicy, len(subsets))
+	for i, ss := range subsets {
+		// Merged over the checked service policy, so that what a subset inherits is
+		// reported once, on the service.
+		subsetPolicies[i] = servicePolicy
+		if ss.TrafficPolicy != nil {
+			subsetPolicies[i] = t.checkPolicy(mergePolicy(servicePolicy, ss.TrafficPolicy), drRef, s.Hostname, ss.Name)
+		}
+	}
+
+	for _, p := range s.Ports {
+		eps := t.portEndpoints(s, p)
+		t.addCluster(s.Hostname, p.Number, "", servicePolicy, eps, origins)
+		for i, ss := range subsets {
+			var selected []*endpoint
+			for _, e := range eps {
+				if hasLabels(e.labels, ss.Labels) {
+					selected = append(selected, e)
+				}
+			}
+			t.addCluster(s.Hostname, p.Number, ss.Name, subsetPolicies[i], selected, origins)
+		}
+	}
+}
+
+// portEndpoints parses the port's endpoints, drops (and reports) those that are not literal
+// ip:port or repeat an address, and sorts them by locality then address.
+func (t *translator) portEndpoints(s *model.Service, p *model.Port) []*endpoint {
+	eps := make([]*endpoint, 0, len(p.Endpoints))
+	seen := make(map[netip.AddrPort]bool, len(p.Endpoints))
+	for i := range p.Endpoints {
+		e := &p.Endpoints[i]
+		ap, err := netip.ParseAddrPort(e.Address)
+		switch {
+		case err != nil:
+			t.problem(s.Source, v1alpha1.ConditionAccepted, ReasonInvalidEndpoint,
+				"host %q port %d: endpoint %q: want ip:port: %v", s.Hostname, p.Number, e.Address, err)
+			continue
+		case ap.Port() == 0 || ap.Addr().IsUnspecified():
+			t.problem(s.Source, v1alpha1.ConditionAccepted, ReasonInvalidEndpoint,
+				"host %q port %d: endpoint %q: unspecified address or port 0", s.Hostname, p.Number, e.Address)
+			continue
+		case seen[ap]:
+			continue // the same server listed twice (two slices, two workload entries)
+		}
+		seen[ap] = true
+		eps = append(eps, &endpoint{addr: ap, locality: e.Locality, labels: e.Labels, lb: lbEndpoint(ap, e)})
+	}
+	slices.SortFunc(eps, func(a, b *endpoint) int {
+		return cmp.Or(cmp.Compare(a.locality, b.locality), a.addr.Compare(b.addr))
+	})
+	return eps
+}
+
+func lbEndpoint(ap netip.AddrPort, e *model.Endpoint) *endpointv3.LbEndpoint {
+	lb := &endpointv3.LbEndpoint{
+		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+				Address:       ap.Addr().String(),
+				PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(ap.Port())},
+			}}},
+		}},
+	}
+	if e.Weight > 0 {
+		lb.LoadBalancingWeight = wrapperspb.UInt32(e.Weight)
+	}
+	if len(e.Labels) > 0 {
+		labels := &structpb.Struct{Fields: make(map[string]*structpb.Value, len(e.Labels))}
+		for k, v := range e.Labels {
+			labels.Fields[k] = structpb.NewStringValue(v)
+		}
+		lb.Metadata = meltemiMetadata(apiv1alpha1.EndpointMetadataLabels, structpb.NewStructValue(labels))
+	}
+	return lb
+}
+
+func meltemiMetadata(key string, v *structpb.Value) *corev3.Metadata {
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+		apiv1alpha1.MetadataNamespace: {Fields: map[string]*structpb.Value{key: v}},
+	}}
+}
+
+// hasLabels reports whether labels has every one of selector's.
+func hasLabels(labels, selector map[string]string) bool {
+	for k, v := range selector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// addCluster adds the cluster named after port, subset and host, and its endpoints.
+// eps are sorted by locality then address.
+func (t *translator) addCluster(host string, port uint32, subset string, tp *model.TrafficPolicy, eps []*endpoint, origins []model.ObjectRef) {
+	name := apiv1alpha1.ResourceName(apiv1alpha1.Outbound, port, subset, host)
+	t.res.Clusters[name] = cluster(name, tp)
+	t.res.Origins[OriginKey(apiv1alpha1.ClusterTypeURL, name)] = origins
+
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	for i := 0; i < len(eps); {
+		j := i + 1
+		for j < len(eps) && eps[j].locality == eps[i].locality {
+			j++
+		}
+		group := &endpointv3.LocalityLbEndpoints{
+			Locality:    locality(eps[i].locality),
+			LbEndpoints: make([]*endpointv3.LbEndpoint, j-i),
+		}
+		for k := i; k < j; k++ {
+			group.LbEndpoints[k-i] = eps[k].lb
+		}
+		cla.Endpoints = append(cla.Endpoints, group)
+		i = j
+	}
+	t.res.Endpoints[name] = cla
+	t.res.Origins[OriginKey(apiv1alpha1.EndpointTypeURL, name)] = origins
+}
+
+// locality parses "region/zone/subzone"; nil for "".
+func locality(s string) *corev3.Locality {
+	if s == "" {
+		return nil
+	}
+	parts := strings.SplitN(s, "/", 3)
+	parts = append(parts, "", "")
+	return &corev3.Locality{Region: parts[0], Zone: parts[1], SubZone: parts[2]}
+}
+
+// mergePolicy applies a subset's policy over the service's with Istio's granularity: each
+// top-level field of the DestinationRule's trafficPolicy the subset sets (loadBalancer,
+// connectionPool, outlierDetection) replaces the service's whole.
+func mergePolicy(service, subset *model.TrafficPolicy) *model.TrafficPolicy {
+	switch {
+	case subset == nil:
+		return service
+	case service == nil:
+		return subset
+	}
+	out := *service
+	if subset.LB != "" || len(subset.HashKeys) > 0 || subset.RingMinSize != 0 || subset.MaglevTableSize != 0 {
+		out.LB, out.HashKeys, out.RingMinSize, out.MaglevTableSize =
+			subset.LB, subset.HashKeys, subset.RingMinSize, subset.MaglevTableSize
+	}
+	if subset.ConnectTimeout != 0 || subset.MaxConnections != 0 || subset.MaxPendingRequests != 0 ||
+		subset.MaxRequests != 0 || subset.MaxRetries != 0 {
+		out.ConnectTimeout, out.MaxConnections, out.MaxPendingRequests, out.MaxRequests, out.MaxRetries =
+			subset.ConnectTimeout, subset.MaxConnections, subset.MaxPendingRequests, subset.MaxRequests, subset.MaxRetries
+	}
+	if subset.OutlierDetection != nil {
+		out.OutlierDetection = subset.OutlierDetection
+	}
+	return &out
+}
+
+// checkPolicy returns the policy, with what the plugin would reject dropped and reported on
+// the DestinationRule: an unknown policy, a hashing policy without hash keys, a negative
+// connect timeout. Those fields fall back to the plugin's defaults.
+func (t *translator) checkPolicy(tp *model.TrafficPolicy, dr model.ObjectRef, host, subset string) *model.TrafficPolicy {
+	if tp == nil {
+		return nil
+	}
+	where := "host " + host
+	if subset != "" {
+		where += " subset " + subset
+	}
+	out := *tp
+	switch tp.LB {
+	case "", model.LBRoundRobin, model.LBLeastRequest, model.LBRandom:
+	case model.LBRingHash, model.LBMaglev:
+		if len(tp.HashKeys) == 0 || slices.Contains(tp.HashKeys, "") {
+			t.problem(dr, v1alpha1.ConditionAccepted, ReasonInvalid,
+				"%s: %s needs hash keys (consistentHash.httpHeaderName): using the default load balancer", where, tp.LB)
+			out.LB = ""
+		}
+	default:
+		t.problem(dr, v1alpha1.ConditionAccepted, ReasonInvalid,
+			"%s: unknown load balancer %q: using the default", where, tp.LB)
+		out.LB = ""
+	}
+	if tp.ConnectTimeout < 0 {
+		t.problem(dr, v1alpha1.ConditionAccepted, ReasonInvalid,
+			"%s: negative connect timeout %v: using the default", where, tp.ConnectTimeout)
+		out.ConnectTimeout = 0
+	}
+	return &out
+}
+
+// cluster builds an EDS cluster; only what the policy sets is set, the rest is the
+// plugin's defaults.
+func cluster(name string, tp *model.TrafficPolicy) *clusterv3.Cluster {
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{
+			ServiceName: name,
+			EdsConfig: &corev3.ConfigSource{
+				ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+				ResourceApiVersion:    corev3.ApiVersion_V3,
+			},
+		},
+	}
+	if tp == nil {
+		return c
+	}
+	switch tp.LB {
+	case model.LBLeastRequest:
+		c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+	case model.LBRandom:
+		c.LbPolicy = clusterv3.Cluster_RANDOM
+	case model.LBRingHash:
+		c.LbPolicy = clusterv3.Cluster_RING_HASH
+		if tp.RingMinSize > 0 {
+			c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
+				MinimumRingSize: wrapperspb.UInt64(tp.RingMinSize),
+			}}
+		}
+	case model.LBMaglev:
+		c.LbPolicy = clusterv3.Cluster_MAGLEV
+		if tp.MaglevTableSize > 0 {
+			c.LbConfig = &clusterv3.Cluster_MaglevLbConfig_{MaglevLbConfig: &clusterv3.Cluster_MaglevLbConfig{
+				TableSize: wrapperspb.UInt64(tp.MaglevTableSize),
+			}}
+		}
+	}
+	if c.LbPolicy == clusterv3.Cluster_RING_HASH || c.LbPolicy == clusterv3.Cluster_MAGLEV {
+		keys := make([]*structpb.Value, len(tp.HashKeys))
+		for i, k := range tp.HashKeys {
+			keys[i] = structpb.NewStringValue(k)
+		}
+		c.Metadata = meltemiMetadata(apiv1alpha1.ClusterMetadataHashKeys, structpb.NewListValue(&structpb.ListValue{Values: keys}))
+	}
+	if tp.ConnectTimeout > 0 {
+		c.ConnectTimeout = durationpb.New(tp.ConnectTimeout)
+	}
+	if tp.MaxConnections > 0 || tp.MaxPendingRequests > 0 || tp.MaxRequests > 0 || tp.MaxRetries > 0 {
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			Priority:           corev3.RoutingPriority_DEFAULT,
+			MaxConnections:     uint32Value(tp.MaxConnections),
+			MaxPendingRequests: uint32Value(tp.MaxPendingRequests),
+			MaxRequests:        uint32Value(tp.MaxRequests),
+			MaxRetries:         uint32Value(tp.MaxRetries),
+		}}}
+	}
+	if od := tp.OutlierDetection; od != nil {
+		c.OutlierDetection = outlierDetection(od)
+		if od.MinHealthPercent > 0 {
+			// As Istio: below this share of healthy endpoints, ejection stops (Envoy's
+			// panic threshold).
+			c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{
+				HealthyPanicThreshold: &typev3.Percent{Value: float64(od.MinHealthPercent)},
+			}
+		}
+	}
+	return c
+}
+
+// outlierDetection maps DestinationRule outlier detection as Istio does: each consecutive
+// error count that is set is enforced at 100%.
+func outlierDetection(od *model.OutlierDetection) *clusterv3.OutlierDetection {
+	out := &clusterv3.OutlierDetection{
+		Interval:                       positiveDuration(od.Interval),
+		BaseEjectionTime:               positiveDuration(od.BaseEjectionTime),
+		MaxEjectionPercent:             uint32Value(od.MaxEjectionPercent),
+		SplitExternalLocalOriginErrors: od.SplitExternalLocal,
+	}
+	if od.ConsecutiveErrors > 0 {
+		out.Consecutive_5Xx = wrapperspb.UInt32(od.ConsecutiveErrors)
+		out.EnforcingConsecutive_5Xx = wrapperspb.UInt32(100)
+	}
+	if od.ConsecutiveGateway > 0 {
+		out.ConsecutiveGatewayFailure = wrapperspb.UInt32(od.ConsecutiveGateway)
+		out.EnforcingConsecutiveGatewayFailure = wrapperspb.UInt32(100)
+	}
+	if od.ConsecutiveLocalErr > 0 {
+		out.ConsecutiveLocalOriginFailure = wrapperspb.UInt32(od.ConsecutiveLocalErr)
+		out.EnforcingConsecutiveLocalOriginFailure = wrapperspb.UInt32(100)
+	}
+	return out
+}
+
+func uint32Value(v uint32) *wrapperspb.UInt32Value {
+	if v == 0 {
+		return nil
+	}
+	return wrapperspb.UInt32(v)
+}
+
+func positiveDuration(d time.Duration) *durationpb.Duration {
+	if d <= 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}
+
+func duration(d *metav1.Duration) *durationpb.Duration {
+	if d == nil {
+		return nil
+	}
+	return durationpb.New(d.Duration)
+}
+
+func doubleValue(v float64) *wrapperspb.DoubleValue { return wrapperspb.Double(v) }
