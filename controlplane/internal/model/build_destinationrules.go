@@ -227,6 +227,7 @@ func (c policyConverter) loadBalancer(lb *networkingapi.LoadBalancerSettings, pa
 		case networkingapi.LoadBalancerSettings_UNSPECIFIED:
 		case networkingapi.LoadBalancerSettings_ROUND_ROBIN:
 			s.lb = LBRoundRobin
+		//lint:ignore SA1019 LEAST_CONN is deprecated by Istio, still honoured as Istio does
 		case networkingapi.LoadBalancerSettings_LEAST_REQUEST, networkingapi.LoadBalancerSettings_LEAST_CONN:
 			s.lb = LBLeastRequest
 		case networkingapi.LoadBalancerSettings_RANDOM:
@@ -260,7 +261,8 @@ func (c policyConverter) loadBalancer(lb *networkingapi.LoadBalancerSettings, pa
 			return s
 		}
 		s.lb = LBRingHash
-		s.ringMinSize = ch.MinimumRingSize //nolint:staticcheck // deprecated, still honoured
+		//lint:ignore SA1019 deprecated by Istio, still honoured as Istio does
+		s.ringMinSize = ch.MinimumRingSize
 		switch a := ch.HashAlgorithm.(type) {
 		case *networkingapi.LoadBalancerSettings_ConsistentHashLB_RingHash_:
 			if a.RingHash != nil && a.RingHash.MinimumRingSize != 0 {
@@ -298,8 +300,10 @@ func (c policyConverter) outlierDetection(od *networkingapi.OutlierDetection, pa
 	if od == nil {
 		return nil
 	}
+	//lint:ignore SA1019 deprecated by Istio, still honoured as Istio does
+	consecutiveErrors := od.ConsecutiveErrors
 	o := &OutlierDetection{
-		ConsecutiveErrors:  c.count(od.ConsecutiveErrors, path+".consecutiveErrors"), //nolint:staticcheck // deprecated, still honoured
+		ConsecutiveErrors:  c.count(consecutiveErrors, path+".consecutiveErrors"),
 		Interval:           c.duration(od.Interval, path+".interval"),
 		BaseEjectionTime:   c.duration(od.BaseEjectionTime, path+".baseEjectionTime"),
 		MaxEjectionPercent: c.percent(od.MaxEjectionPercent, path+".maxEjectionPercent"),

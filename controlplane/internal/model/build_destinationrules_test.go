@@ -37,6 +37,7 @@ func TestDestinationRulePolicies(t *testing.T) {
 		{name: "none", tp: nil, want: nil},
 		{name: "round robin", tp: simpleLB(networkingapi.LoadBalancerSettings_ROUND_ROBIN), want: &TrafficPolicy{LB: LBRoundRobin}},
 		{name: "least request", tp: simpleLB(networkingapi.LoadBalancerSettings_LEAST_REQUEST), want: &TrafficPolicy{LB: LBLeastRequest}},
+		//lint:ignore SA1019 the deprecated value is still honoured
 		{name: "least conn", tp: simpleLB(networkingapi.LoadBalancerSettings_LEAST_CONN), want: &TrafficPolicy{LB: LBLeastRequest}},
 		{name: "random", tp: simpleLB(networkingapi.LoadBalancerSettings_RANDOM), want: &TrafficPolicy{LB: LBRandom}},
 		{name: "unspecified", tp: simpleLB(networkingapi.LoadBalancerSettings_UNSPECIFIED), want: &TrafficPolicy{}},
@@ -49,6 +50,7 @@ func TestDestinationRulePolicies(t *testing.T) {
 		},
 		{
 			name: "ring hash, deprecated minimumRingSize",
+			//lint:ignore SA1019 the deprecated field is still honoured
 			tp:   hashLB(&networkingapi.LoadBalancerSettings_ConsistentHashLB{HashKey: header("x-user"), MinimumRingSize: 512}),
 			want: &TrafficPolicy{LB: LBRingHash, HashKeys: []string{"x-user"}, RingMinSize: 512},
 		},
@@ -111,6 +113,7 @@ func TestDestinationRulePolicies(t *testing.T) {
 		},
 		{
 			name: "outlier detection, deprecated consecutiveErrors",
+			//lint:ignore SA1019 the deprecated field is still honoured
 			tp:   &networkingapi.TrafficPolicy{OutlierDetection: &networkingapi.OutlierDetection{ConsecutiveErrors: 9}},
 			want: &TrafficPolicy{OutlierDetection: &OutlierDetection{ConsecutiveErrors: 9}},
 		},
