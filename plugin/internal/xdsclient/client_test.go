@@ -1,7 +1,6 @@
 package xdsclient
 
 import (
-	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,96 +15,12 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
-	"google.golang.org/grpc"
 
 	apiv1alpha1 "github.com/meltemi-mesh/meltemi/plugin/api/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/plugin/internal/xdsclient/xdstest"
 )
 
-// xdsServer is a real go-control-plane ADS server on a loopback socket, with one
-// LinearCache per type (its Snapshot cache does not take Meltemi's route type).
-type xdsServer struct {
-	addr   string
-	routes *cachev3.LinearCache
-	cls    *cachev3.LinearCache
-	eps    *cachev3.LinearCache
-	grpc   *grpc.Server
-	cancel context.CancelFunc
-	served chan struct{}
-
-	mu   sync.Mutex
-	reqs []*discoveryv3.DiscoveryRequest
-}
-
-// startServer serves on addr ("127.0.0.1:0" for a new port).
-func startServer(t *testing.T, addr string) *xdsServer {
-	t.Helper()
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &xdsServer{
-		addr:   lis.Addr().String(),
-		routes: cachev3.NewLinearCache(apiv1alpha1.RouteConfigurationTypeURL),
-		cls:    cachev3.NewLinearCache(apiv1alpha1.ClusterTypeURL),
-		eps:    cachev3.NewLinearCache(apiv1alpha1.EndpointTypeURL),
-		served: make(chan struct{}),
-	}
-	mux := &cachev3.MuxCache{
-		Classify:      func(r *cachev3.Request) string { return r.GetTypeUrl() },
-		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return r.GetTypeUrl() },
-		Caches: map[string]cachev3.Cache{
-			apiv1alpha1.RouteConfigurationTypeURL: s.routes,
-			apiv1alpha1.ClusterTypeURL:            s.cls,
-			apiv1alpha1.EndpointTypeURL:           s.eps,
-		},
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	cbs := serverv3.CallbackFuncs{
-		StreamRequestFunc: func(_ int64, r *discoveryv3.DiscoveryRequest) error {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			s.reqs = append(s.reqs, r)
-			return nil
-		},
-	}
-	s.grpc = grpc.NewServer()
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, serverv3.NewServer(ctx, mux, cbs))
-	go func() {
-		defer close(s.served)
-		_ = s.grpc.Serve(lis)
-	}()
-	t.Cleanup(s.stop)
-	return s
-}
-
-func (s *xdsServer) stop() {
-	s.grpc.Stop()
-	s.cancel()
-	<-s.served
-}
-
-func (s *xdsServer) requests(typeURL string) []*discoveryv3.DiscoveryRequest {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []*discoveryv3.DiscoveryRequest
-	for _, r := range s.reqs {
-		if r.GetTypeUrl() == typeURL {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-func (s *xdsServer) set(t *testing.T, c *cachev3.LinearCache, name string, r types.Resource) {
-	t.Helper()
-	if err := c.UpdateResource(name, r); err != nil {
-		t.Fatal(err)
-	}
-}
+func startServer(t *testing.T, addr string) *xdstest.Server { return xdstest.Start(t, addr) }
 
 // routeTo returns a route configuration whose routes go to clusters, one route each.
 func routeTo(name string, clusters ...string) *apiv1alpha1.RouteConfiguration {
@@ -218,18 +132,18 @@ func newClient(t *testing.T, addr string) *Client {
 }
 
 // serve puts route r -> clusters a and b with one endpoint each on s.
-func serveAB(t *testing.T, s *xdsServer) {
-	s.set(t, s.cls, "a", edsCluster("a"))
-	s.set(t, s.cls, "b", edsCluster("b"))
-	s.set(t, s.eps, "a", cla("a", 1001))
-	s.set(t, s.eps, "b", cla("b", 2001))
-	s.set(t, s.routes, "r", routeTo("r", "a", "b"))
+func serveAB(t *testing.T, s *xdstest.Server) {
+	xdstest.Set(t, s.Clusters, "a", edsCluster("a"))
+	xdstest.Set(t, s.Clusters, "b", edsCluster("b"))
+	xdstest.Set(t, s.Endpoints, "a", cla("a", 1001))
+	xdstest.Set(t, s.Endpoints, "b", cla("b", 2001))
+	xdstest.Set(t, s.Routes, "r", routeTo("r", "a", "b"))
 }
 
 func TestInitialFetchAndUpdates(t *testing.T) {
 	s := startServer(t, "127.0.0.1:0")
 	serveAB(t, s)
-	c := newClient(t, s.addr)
+	c := newClient(t, s.Addr)
 	rec := newRecorder()
 	defer c.WatchRoutes("r", rec.f)()
 
@@ -249,21 +163,21 @@ func TestInitialFetchAndUpdates(t *testing.T) {
 	// Every response was ACKed: the last request of each type has the server's version.
 	waitFor(t, "ACKs", func() bool {
 		for _, u := range typeURLs {
-			rs := s.requests(u)
+			rs := s.Requests(u)
 			if len(rs) == 0 || rs[len(rs)-1].GetVersionInfo() == "" || rs[len(rs)-1].GetErrorDetail() != nil {
 				return false
 			}
 		}
 		return true
 	})
-	if n := s.requests(apiv1alpha1.RouteConfigurationTypeURL)[0].GetNode().GetId(); n != "test~"+t.Name() {
+	if n := s.Requests(apiv1alpha1.RouteConfigurationTypeURL)[0].GetNode().GetId(); n != "test~"+t.Name() {
 		t.Fatalf("node id %q", n)
 	}
 
 	// Route change: a new cluster c, whose cluster and endpoints arrive before delivery.
-	s.set(t, s.cls, "c", edsCluster("c"))
-	s.set(t, s.eps, "c", cla("c", 3001))
-	s.set(t, s.routes, "r", routeTo("r", "a", "c"))
+	xdstest.Set(t, s.Clusters, "c", edsCluster("c"))
+	xdstest.Set(t, s.Endpoints, "c", cla("c", 3001))
+	xdstest.Set(t, s.Routes, "r", routeTo("r", "a", "c"))
 	snap = rec.next(t)
 	if got := slices.Sorted(mapKeys(snap.Clusters)); !slices.Equal(got, []string{"a", "c"}) {
 		t.Fatalf("after route change: clusters %v", got)
@@ -273,16 +187,16 @@ func TestInitialFetchAndUpdates(t *testing.T) {
 	}
 	// b is no longer referenced: unsubscribed.
 	waitFor(t, "b unsubscribed", func() bool {
-		rs := s.requests(apiv1alpha1.ClusterTypeURL)
+		rs := s.Requests(apiv1alpha1.ClusterTypeURL)
 		return slices.Equal(rs[len(rs)-1].GetResourceNames(), []string{"a", "c"})
 	})
 
 	// Endpoint added, then removed.
-	s.set(t, s.eps, "a", cla("a", 1001, 1002))
+	xdstest.Set(t, s.Endpoints, "a", cla("a", 1001, 1002))
 	if snap = rec.next(t); !slices.Equal(ports(snap.Endpoints["a"]), []uint32{1001, 1002}) {
 		t.Fatalf("endpoint added: %v", ports(snap.Endpoints["a"]))
 	}
-	s.set(t, s.eps, "a", cla("a", 1002))
+	xdstest.Set(t, s.Endpoints, "a", cla("a", 1002))
 	if snap = rec.next(t); !slices.Equal(ports(snap.Endpoints["a"]), []uint32{1002}) {
 		t.Fatalf("endpoint removed: %v", ports(snap.Endpoints["a"]))
 	}
@@ -291,7 +205,7 @@ func TestInitialFetchAndUpdates(t *testing.T) {
 	}
 
 	// A cluster deleted on the server: CDS is full state, the snapshot names it missing.
-	if err := s.cls.DeleteResource("c"); err != nil {
+	if err := s.Clusters.DeleteResource("c"); err != nil {
 		t.Fatal(err)
 	}
 	snap = rec.next(t)
@@ -302,11 +216,11 @@ func TestInitialFetchAndUpdates(t *testing.T) {
 
 func TestMissingResources(t *testing.T) {
 	s := startServer(t, "127.0.0.1:0")
-	s.set(t, s.cls, "a", edsCluster("a"))
-	s.set(t, s.cls, "nocla", edsCluster("nocla"))
-	s.set(t, s.eps, "a", cla("a", 1001))
-	s.set(t, s.routes, "r", routeTo("r", "a", "ghost", "nocla"))
-	c := newClient(t, s.addr)
+	xdstest.Set(t, s.Clusters, "a", edsCluster("a"))
+	xdstest.Set(t, s.Clusters, "nocla", edsCluster("nocla"))
+	xdstest.Set(t, s.Endpoints, "a", cla("a", 1001))
+	xdstest.Set(t, s.Routes, "r", routeTo("r", "a", "ghost", "nocla"))
+	c := newClient(t, s.Addr)
 	rec := newRecorder()
 	defer c.WatchRoutes("r", rec.f)()
 	snap := rec.next(t)
@@ -317,8 +231,8 @@ func TestMissingResources(t *testing.T) {
 		t.Fatalf("present resources absent: %v %v", snap.Clusters, snap.Endpoints)
 	}
 	// The missing cluster appears: re-delivered with it.
-	s.set(t, s.eps, "ghost", cla("ghost", 4001))
-	s.set(t, s.cls, "ghost", edsCluster("ghost"))
+	xdstest.Set(t, s.Endpoints, "ghost", cla("ghost", 4001))
+	xdstest.Set(t, s.Clusters, "ghost", edsCluster("ghost"))
 	for {
 		snap = rec.next(t)
 		if snap.Clusters["ghost"] != nil && snap.Endpoints["ghost"] != nil {
@@ -333,14 +247,14 @@ func TestMissingResources(t *testing.T) {
 func TestMissingAfterTimeout(t *testing.T) {
 	s := startServer(t, "127.0.0.1:0")
 	serveAB(t, s)
-	c := newClient(t, s.addr)
+	c := newClient(t, s.Addr)
 	rec := newRecorder()
 	defer c.WatchRoutes("r", rec.f)()
 	rec.next(t)
 	// A later route names a cluster the server lacks: the server does not answer for it
 	// (the request is not a first one), so the timeout decides.
 	start := time.Now()
-	s.set(t, s.routes, "r", routeTo("r", "a", "late"))
+	xdstest.Set(t, s.Routes, "r", routeTo("r", "a", "late"))
 	snap := rec.next(t)
 	if !slices.Equal(snap.MissingClusters, []string{"late"}) {
 		t.Fatalf("missing %v", snap.MissingClusters)
@@ -353,7 +267,7 @@ func TestMissingAfterTimeout(t *testing.T) {
 func TestRejectedSnapshotIsNACKed(t *testing.T) {
 	s := startServer(t, "127.0.0.1:0")
 	serveAB(t, s)
-	c := newClient(t, s.addr)
+	c := newClient(t, s.Addr)
 	rec := newRecorder()
 	rec.validate = func(s Snapshot) error {
 		for _, r := range s.Routes.GetRoutes() {
@@ -367,17 +281,17 @@ func TestRejectedSnapshotIsNACKed(t *testing.T) {
 	good := rec.next(t)
 	goodVersion := ""
 	waitFor(t, "ACK", func() bool {
-		rs := s.requests(apiv1alpha1.RouteConfigurationTypeURL)
+		rs := s.Requests(apiv1alpha1.RouteConfigurationTypeURL)
 		goodVersion = rs[len(rs)-1].GetVersionInfo()
 		return goodVersion != ""
 	})
 
 	bad := routeTo("r", "a")
 	bad.Routes[0].Name = "bad"
-	s.set(t, s.routes, "r", bad)
+	xdstest.Set(t, s.Routes, "r", bad)
 	var nack *discoveryv3.DiscoveryRequest
 	waitFor(t, "NACK", func() bool {
-		for _, r := range s.requests(apiv1alpha1.RouteConfigurationTypeURL) {
+		for _, r := range s.Requests(apiv1alpha1.RouteConfigurationTypeURL) {
 			if r.GetErrorDetail() != nil {
 				nack = r
 				return true
@@ -392,14 +306,14 @@ func TestRejectedSnapshotIsNACKed(t *testing.T) {
 
 	// The last good routes stay the base of later snapshots: an endpoint change is
 	// delivered with them, not with the rejected ones.
-	s.set(t, s.eps, "a", cla("a", 1009))
+	xdstest.Set(t, s.Endpoints, "a", cla("a", 1009))
 	snap := rec.next(t)
 	if snap.Routes != good.Routes || !slices.Equal(ports(snap.Endpoints["a"]), []uint32{1009}) {
 		t.Fatalf("after NACK: routes %v endpoints %v", snap.Routes, ports(snap.Endpoints["a"]))
 	}
 
 	// A good version again: delivered and ACKed.
-	s.set(t, s.routes, "r", routeTo("r", "b"))
+	xdstest.Set(t, s.Routes, "r", routeTo("r", "b"))
 	if snap = rec.next(t); snap.Routes.GetRoutes()[0].GetName() != "to-b" {
 		t.Fatalf("recovered routes %v", snap.Routes)
 	}
@@ -408,14 +322,14 @@ func TestRejectedSnapshotIsNACKed(t *testing.T) {
 func TestUndecodableResourceIsNACKed(t *testing.T) {
 	s := startServer(t, "127.0.0.1:0")
 	serveAB(t, s)
-	c := newClient(t, s.addr)
+	c := newClient(t, s.Addr)
 	rec := newRecorder()
 	defer c.WatchRoutes("r", rec.f)()
 	rec.next(t)
 	// A Cluster in the route cache: its type does not match the response's.
-	s.set(t, s.routes, "r", edsCluster("r"))
+	xdstest.Set(t, s.Routes, "r", edsCluster("r"))
 	waitFor(t, "NACK", func() bool {
-		rs := s.requests(apiv1alpha1.RouteConfigurationTypeURL)
+		rs := s.Requests(apiv1alpha1.RouteConfigurationTypeURL)
 		return rs[len(rs)-1].GetErrorDetail() != nil
 	})
 	rec.none(t, 200*time.Millisecond)
@@ -424,12 +338,12 @@ func TestUndecodableResourceIsNACKed(t *testing.T) {
 func TestReconnect(t *testing.T) {
 	s := startServer(t, "127.0.0.1:0")
 	serveAB(t, s)
-	c := newClient(t, s.addr)
+	c := newClient(t, s.Addr)
 	rec := newRecorder()
 	defer c.WatchRoutes("r", rec.f)()
 	first := rec.next(t)
 
-	s.stop()
+	s.Stop()
 	rec.none(t, 500*time.Millisecond) // nothing cleared, nothing delivered
 	// A watcher added while disconnected gets the last good snapshot.
 	rec2 := newRecorder()
@@ -439,16 +353,16 @@ func TestReconnect(t *testing.T) {
 	}
 
 	// Restarted on the same address with new data: resync.
-	s2 := startServer(t, s.addr)
-	s2.set(t, s2.cls, "a", edsCluster("a"))
-	s2.set(t, s2.eps, "a", cla("a", 1111))
-	s2.set(t, s2.routes, "r", routeTo("r", "a"))
+	s2 := startServer(t, s.Addr)
+	xdstest.Set(t, s2.Clusters, "a", edsCluster("a"))
+	xdstest.Set(t, s2.Endpoints, "a", cla("a", 1111))
+	xdstest.Set(t, s2.Routes, "r", routeTo("r", "a"))
 	snap := rec.next(t)
 	if got := slices.Sorted(mapKeys(snap.Clusters)); !slices.Equal(got, []string{"a"}) || !slices.Equal(ports(snap.Endpoints["a"]), []uint32{1111}) {
 		t.Fatalf("after restart: clusters %v endpoints %v", got, ports(snap.Endpoints["a"]))
 	}
 	// The re-subscription carried the last accepted versions.
-	if rs := s2.requests(apiv1alpha1.RouteConfigurationTypeURL); rs[0].GetVersionInfo() == "" || !slices.Equal(rs[0].GetResourceNames(), []string{"r"}) {
+	if rs := s2.Requests(apiv1alpha1.RouteConfigurationTypeURL); rs[0].GetVersionInfo() == "" || !slices.Equal(rs[0].GetResourceNames(), []string{"r"}) {
 		t.Fatalf("resubscription: version %q names %v", rs[0].GetVersionInfo(), rs[0].GetResourceNames())
 	}
 }
@@ -474,33 +388,33 @@ func TestRetriesWhileServerDown(t *testing.T) {
 func TestSharedSubscriptionAndCancel(t *testing.T) {
 	s := startServer(t, "127.0.0.1:0")
 	serveAB(t, s)
-	c := newClient(t, s.addr)
+	c := newClient(t, s.Addr)
 	r1, r2 := newRecorder(), newRecorder()
 	cancel1 := c.WatchRoutes("r", r1.f)
 	r1.next(t)
-	waitFor(t, "ACKs", func() bool { return len(s.requests(apiv1alpha1.EndpointTypeURL)) >= 2 })
-	before := len(s.requests(apiv1alpha1.RouteConfigurationTypeURL))
+	waitFor(t, "ACKs", func() bool { return len(s.Requests(apiv1alpha1.EndpointTypeURL)) >= 2 })
+	before := len(s.Requests(apiv1alpha1.RouteConfigurationTypeURL))
 	cancel2 := c.WatchRoutes("r", r2.f)
 	s2 := r2.next(t)
 	if s2.Routes.GetName() != "r" {
 		t.Fatalf("second watcher: %v", s2.Routes)
 	}
 	r1.none(t, 100*time.Millisecond) // the first watcher already has it
-	if after := len(s.requests(apiv1alpha1.RouteConfigurationTypeURL)); after != before {
+	if after := len(s.Requests(apiv1alpha1.RouteConfigurationTypeURL)); after != before {
 		t.Fatalf("the second watcher of one name sent %d more requests", after-before)
 	}
 	// An update reaches both.
-	s.set(t, s.eps, "b", cla("b", 2002))
+	xdstest.Set(t, s.Endpoints, "b", cla("b", 2002))
 	if !slices.Equal(ports(r1.next(t).Endpoints["b"]), []uint32{2002}) || !slices.Equal(ports(r2.next(t).Endpoints["b"]), []uint32{2002}) {
 		t.Fatal("update not delivered to both")
 	}
 
 	cancel1()
 	cancel1() // idempotent
-	s.set(t, s.eps, "b", cla("b", 2003))
+	xdstest.Set(t, s.Endpoints, "b", cla("b", 2003))
 	r2.next(t)
 	r1.none(t, 200*time.Millisecond)
-	last := func(u string) *discoveryv3.DiscoveryRequest { rs := s.requests(u); return rs[len(rs)-1] }
+	last := func(u string) *discoveryv3.DiscoveryRequest { rs := s.Requests(u); return rs[len(rs)-1] }
 	if names := last(apiv1alpha1.RouteConfigurationTypeURL).GetResourceNames(); !slices.Equal(names, []string{"r"}) {
 		t.Fatalf("still one watcher, names %v", names)
 	}
@@ -510,7 +424,7 @@ func TestSharedSubscriptionAndCancel(t *testing.T) {
 			len(last(apiv1alpha1.ClusterTypeURL).GetResourceNames()) == 0 &&
 			len(last(apiv1alpha1.EndpointTypeURL).GetResourceNames()) == 0
 	})
-	s.set(t, s.eps, "b", cla("b", 2004))
+	xdstest.Set(t, s.Endpoints, "b", cla("b", 2004))
 	r2.none(t, 200*time.Millisecond)
 }
 
@@ -519,11 +433,11 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	serveAB(t, s)
 	base := runtime.NumGoroutine()
 	p := NewPool(testOptions(t))
-	c1, err := p.Client(s.addr)
+	c1, err := p.Client(s.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c2, _ := p.Client(s.addr); c2 != c1 {
+	if c2, _ := p.Client(s.Addr); c2 != c1 {
 		t.Fatal("two clients for one address")
 	}
 	rec := newRecorder()
@@ -539,7 +453,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		t.Fatal("the clients run no goroutines?")
 	}
 	p.Close()
-	if _, err := p.Client(s.addr); err == nil {
+	if _, err := p.Client(s.Addr); err == nil {
 		t.Fatal("Client after Close succeeded")
 	}
 	waitFor(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= base })
