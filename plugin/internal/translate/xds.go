@@ -323,7 +323,7 @@ func lbEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]engine.Endpoint, erro
 			}
 			ap, err := socketAddress(lbe)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", p, err)
+				return nil, fmt.Errorf("%s.%w", p, err) // err starts with the field's path
 			}
 			if first, dup := where[ap]; dup {
 				return nil, fmt.Errorf("%s: address %s already listed at %s", p, ap, first)
@@ -337,7 +337,7 @@ func lbEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]engine.Endpoint, erro
 				ep.Weight = w.GetValue()
 			}
 			if ep.Labels, err = endpointLabels(lbe); err != nil {
-				return nil, fmt.Errorf("%s: %w", p, err)
+				return nil, fmt.Errorf("%s.%w", p, err)
 			}
 			out = append(out, ep)
 		}
