@@ -91,6 +91,9 @@ func (t *translator) serviceClusters(s *model.Service) {
 func (t *translator) portEndpoints(s *model.Service, p *model.Port) []*endpoint {
 	eps := make([]*endpoint, 0, len(p.Endpoints))
 	seen := make(map[netip.AddrPort]bool, len(p.Endpoints))
+	// The messages of all the port's endpoints are allocated together: at scale, endpoints
+	// are most of the resources and most of the translation time is spent allocating them.
+	alloc := newEndpointAlloc(len(p.Endpoints))
 	for i := range p.Endpoints {
 		e := &p.Endpoints[i]
 		ap, err := netip.ParseAddrPort(e.Address)
@@ -107,7 +110,7 @@ func (t *translator) portEndpoints(s *model.Service, p *model.Port) []*endpoint 
 			continue // the same server listed twice (two slices, two workload entries)
 		}
 		seen[ap] = true
-		eps = append(eps, &endpoint{addr: ap, locality: e.Locality, labels: e.Labels, lb: lbEndpoint(ap, e)})
+		eps = append(eps, &endpoint{addr: ap, locality: e.Locality, labels: e.Labels, lb: alloc.lbEndpoint(ap, e)})
 	}
 	slices.SortFunc(eps, func(a, b *endpoint) int {
 		return cmp.Or(cmp.Compare(a.locality, b.locality), a.addr.Compare(b.addr))
@@ -115,15 +118,41 @@ func (t *translator) portEndpoints(s *model.Service, p *model.Port) []*endpoint 
 	return eps
 }
 
-func lbEndpoint(ap netip.AddrPort, e *model.Endpoint) *endpointv3.LbEndpoint {
-	lb := &endpointv3.LbEndpoint{
-		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-				Address:       ap.Addr().String(),
-				PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(ap.Port())},
-			}}},
-		}},
+// endpointAlloc hands out the messages of an LbEndpoint from slices allocated once.
+type endpointAlloc struct {
+	lbs      []endpointv3.LbEndpoint
+	hostIDs  []endpointv3.LbEndpoint_Endpoint
+	eps      []endpointv3.Endpoint
+	addrs    []corev3.Address
+	sockets  []corev3.Address_SocketAddress
+	sockAddr []corev3.SocketAddress
+	ports    []corev3.SocketAddress_PortValue
+}
+
+func newEndpointAlloc(n int) *endpointAlloc {
+	return &endpointAlloc{
+		lbs:      make([]endpointv3.LbEndpoint, n),
+		hostIDs:  make([]endpointv3.LbEndpoint_Endpoint, n),
+		eps:      make([]endpointv3.Endpoint, n),
+		addrs:    make([]corev3.Address, n),
+		sockets:  make([]corev3.Address_SocketAddress, n),
+		sockAddr: make([]corev3.SocketAddress, n),
+		ports:    make([]corev3.SocketAddress_PortValue, n),
 	}
+}
+
+func (a *endpointAlloc) lbEndpoint(ap netip.AddrPort, e *model.Endpoint) *endpointv3.LbEndpoint {
+	lb, hostID, ep, addr, socket, sockAddr, port := &a.lbs[0], &a.hostIDs[0], &a.eps[0], &a.addrs[0], &a.sockets[0], &a.sockAddr[0], &a.ports[0]
+	a.lbs, a.hostIDs, a.eps, a.addrs, a.sockets, a.sockAddr, a.ports = a.lbs[1:], a.hostIDs[1:], a.eps[1:], a.addrs[1:], a.sockets[1:], a.sockAddr[1:], a.ports[1:]
+
+	port.PortValue = uint32(ap.Port())
+	sockAddr.Address = ap.Addr().String()
+	sockAddr.PortSpecifier = port
+	socket.SocketAddress = sockAddr
+	addr.Address = socket
+	ep.Address = addr
+	hostID.Endpoint = ep
+	lb.HostIdentifier = hostID
 	if e.Weight > 0 {
 		lb.LoadBalancingWeight = wrapperspb.UInt32(e.Weight)
 	}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -159,7 +160,7 @@ func (t *translator) routerConfiguration(name string, port uint32, r *model.Rout
 	rc := &apiv1alpha1.RouteConfiguration{Name: name, Routes: make([]*apiv1alpha1.Route, 0, len(spec.Routes))}
 	for i := range spec.Routes {
 		mr := &spec.Routes[i]
-		rp := fmt.Sprintf("routes[%d]", i)
+		rp := "routes[" + strconv.Itoa(i) + "]"
 		action := &apiv1alpha1.RouteAction{
 			Timeout:          duration(mr.Timeout),
 			RequestMutation:  mutation(mr.RequestMutation),
@@ -176,7 +177,7 @@ func (t *translator) routerConfiguration(name string, port uint32, r *model.Rout
 		weighted := make([]*apiv1alpha1.ClusterWeight, 0, len(mr.Route))
 		for j := range mr.Route {
 			d := &mr.Route[j]
-			cluster, ok := t.destination(r, name, fmt.Sprintf("%s.route[%d]", rp, j), &d.Destination, port)
+			cluster, ok := t.destination(r, name, destPath{route: i, dest: j}, &d.Destination, port)
 			if !ok {
 				continue
 			}
@@ -204,32 +205,21 @@ func (t *translator) routerConfiguration(name string, port uint32, r *model.Rout
 				NumRetries:    uint32(max(rt.Attempts, 0)),
 				PerTryTimeout: duration(rt.PerTryTimeout),
 			}
-			if d := rt.PerTryTimeout; d != nil && d.Duration <= 0 {
-				invalid(rp+".retries.perTryTimeout", "must be positive")
-			}
 			// The CRD's default is connect-failure only (safe for any request); the plugin's
 			// is all conditions, so an empty list is spelled out.
 			if len(rt.RetryOn) == 0 {
 				policy.RetryOn = []string{string(v1alpha1.RetryOnConnectFailure)}
 			}
-			for k, c := range rt.RetryOn {
-				switch c {
-				case v1alpha1.RetryOnConnectFailure, v1alpha1.RetryOnReset, v1alpha1.RetryOnTimeout:
-				default:
-					invalid(fmt.Sprintf("%s.retries.retryOn[%d]", rp, k), "unknown condition %q", c)
-				}
+			for _, c := range rt.RetryOn {
 				policy.RetryOn = append(policy.RetryOn, string(c))
 			}
 			action.RetryPolicy = policy
 		}
 
 		if mr.Mirror != nil {
-			if cluster, ok := t.destination(r, name, rp+".mirror", mr.Mirror, port); ok {
+			if cluster, ok := t.destination(r, name, destPath{route: i, dest: -1}, mr.Mirror, port); ok {
 				mirror := &apiv1alpha1.RequestMirrorPolicy{Cluster: cluster}
 				if pct := mr.MirrorPercentage; pct != nil {
-					if pct.Value < 0 || pct.Value > 100 {
-						invalid(rp+".mirrorPercentage.value", "%v is not between 0 and 100", pct.Value)
-					}
 					mirror.RuntimeFractionPercent = doubleValue(pct.Value)
 				}
 				action.RequestMirrorPolicies = []*apiv1alpha1.RequestMirrorPolicy{mirror}
@@ -261,19 +251,7 @@ func (t *translator) routerConfiguration(name string, port uint32, r *model.Rout
 			// so the name is passed on as written ("outbound|port||host", as in Aeraki).
 			RateLimitService: g.RateLimitService,
 		}
-		if g.Domain == "" {
-			invalid("globalRateLimit.domain", "required")
-		}
-		if g.RateLimitService == "" {
-			invalid("globalRateLimit.rateLimitService", "required")
-		}
-		if d := g.RequestTimeout; d != nil && d.Duration <= 0 {
-			invalid("globalRateLimit.requestTimeout", "must be positive")
-		}
-		for i, d := range g.Descriptors {
-			if d.Property == "" || d.DescriptorKey == "" {
-				invalid(fmt.Sprintf("globalRateLimit.descriptors[%d]", i), "property and descriptorKey are required")
-			}
+		for _, d := range g.Descriptors {
 			grl.Descriptors = append(grl.Descriptors, &apiv1alpha1.RateLimitDescriptor{
 				Property: d.Property, DescriptorKey: d.DescriptorKey,
 			})
@@ -281,6 +259,8 @@ func (t *translator) routerConfiguration(name string, port uint32, r *model.Rout
 		rc.GlobalRateLimit = grl
 	}
 
+	// Validate checks the rest (required fields, durations, regexes, weights, cluster
+	// references), with the plugin's field names in its paths.
 	if err := rc.Validate(t.clusterNames); err != nil {
 		errs = append(errs, strings.Split(err.Error(), "\n")...)
 	}
@@ -297,7 +277,7 @@ func (t *translator) routerConfiguration(name string, port uint32, r *model.Rout
 // route configuration rcName, which a destination without a port keeps when its host has
 // it. Only that case names rcName in its problem: the others are the same for every port,
 // and reported once.
-func (t *translator) destination(r *model.Router, rcName, path string, d *v1alpha1.Destination, port uint32) (string, bool) {
+func (t *translator) destination(r *model.Router, rcName string, path destPath, d *v1alpha1.Destination, port uint32) (string, bool) {
 	s := t.services[d.Host]
 	if s == nil {
 		t.problem(r.Source, v1alpha1.ConditionResolvedRefs, ReasonBackendNotFound,
@@ -338,6 +318,17 @@ func (t *translator) destination(r *model.Router, rcName, path string, d *v1alph
 		return "", false
 	}
 	return name, true
+}
+
+// destPath names a destination in problems: routes[i].route[j], or routes[i].mirror when
+// dest is -1. It is formatted only when there is a problem to report.
+type destPath struct{ route, dest int }
+
+func (p destPath) String() string {
+	if p.dest < 0 {
+		return fmt.Sprintf("routes[%d].mirror", p.route)
+	}
+	return fmt.Sprintf("routes[%d].route[%d]", p.route, p.dest)
 }
 
 func findPort(s *model.Service, number uint32) *model.Port {
@@ -394,14 +385,12 @@ func tokenBucket(b *v1alpha1.TokenBucket, path string, invalid func(path, format
 	if b == nil {
 		return nil
 	}
-	if b.MaxTokens <= 0 {
+	// A negative count would wrap around in the uint32 fields; 0 is reported by Validate.
+	if b.MaxTokens < 0 {
 		invalid(path+".maxTokens", "must be positive")
 	}
 	if b.TokensPerFill < 0 {
 		invalid(path+".tokensPerFill", "must not be negative")
-	}
-	if b.FillInterval.Duration <= 0 {
-		invalid(path+".fillInterval", "must be positive")
 	}
 	return &apiv1alpha1.TokenBucket{
 		MaxTokens:     uint32(max(b.MaxTokens, 0)),

@@ -453,7 +453,7 @@ func TestInvalidRouterFallsBack(t *testing.T) {
 	if r := res.Routes[name(20880, "", echo)].GetRoutes(); len(r) != 1 || r[0].GetName() != DefaultRouteName {
 		t.Errorf("routes %v: want the default route", r)
 	}
-	for _, text := range []string{"regex", `duplicate route "r"`, "globalRateLimit.domain: required"} {
+	for _, text := range []string{"regex", `duplicate route "r"`, "global_rate_limit.domain: required"} {
 		if !hasProblem(res.Problems, "MetaRouter", v1alpha1.ConditionAccepted, ReasonInvalid, text) {
 			t.Errorf("no Invalid problem mentioning %q: %v", text, res.Problems)
 		}
