@@ -87,30 +87,19 @@ func owned(ref model.ObjectRef) bool {
 	return ref.Group == v1alpha1.GroupVersion.Group && (ref.Kind == "MetaRouter" || ref.Kind == "ApplicationProtocol")
 }
 
-// statusObject is one of our kinds, with its Status.
-type statusObject interface {
-	client.Object
-	status() *v1alpha1.Status
-}
-
-type metaRouter struct{ *v1alpha1.MetaRouter }
-
-func (m metaRouter) status() *v1alpha1.Status { return &m.Status }
-
-type applicationProtocol struct{ *v1alpha1.ApplicationProtocol }
-
-func (a applicationProtocol) status() *v1alpha1.Status { return &a.Status }
-
 func (w *StatusWriter) write(ctx context.Context, st *ObjectStatus) error {
 	if !owned(st.Ref) {
 		return nil
 	}
-	var obj statusObject
+	var obj client.Object
+	var status *v1alpha1.Status
 	switch st.Ref.Kind {
 	case "MetaRouter":
-		obj = metaRouter{&v1alpha1.MetaRouter{}}
+		mr := &v1alpha1.MetaRouter{}
+		obj, status = mr, &mr.Status
 	default:
-		obj = applicationProtocol{&v1alpha1.ApplicationProtocol{}}
+		ap := &v1alpha1.ApplicationProtocol{}
+		obj, status = ap, &ap.Status
 	}
 	reader := w.Reader
 	if reader == nil {
@@ -128,7 +117,7 @@ func (w *StatusWriter) write(ctx context.Context, st *ObjectStatus) error {
 		return nil
 	}
 	before := obj.DeepCopyObject().(client.Object)
-	if !setStatus(obj.status(), gen, st) {
+	if !setStatus(status, gen, st) {
 		return nil
 	}
 	err := w.Client.Status().Patch(ctx, obj, client.MergeFrom(before), client.FieldOwner(FieldManager))
