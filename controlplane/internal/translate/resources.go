@@ -2,6 +2,21 @@
 // route configurations (the plugin's API), clusters and their endpoints (Envoy's). It is a
 // pure, deterministic function: the same model always gives the same resources, byte for
 // byte, so that unchanged resources keep their versions.
+//
+// For each port of each service it emits (names from apiv1alpha1.ResourceName):
+//   - a route configuration "outbound|port||host": the routes of the first MetaRouter whose
+//     first host is the service, in order, or a single route named "default" to the
+//     port's cluster when there is none;
+//   - a cluster and its ClusterLoadAssignment for all endpoints ("outbound|port||host")
+//     and one per DestinationRule subset ("outbound|port|subset|host"), with the
+//     DestinationRule's traffic policy, a subset's policy replacing the service's per
+//     top-level field (loadBalancer, connectionPool, outlierDetection) as in Istio.
+//
+// Every route configuration it emits is valid against the clusters it emits. Destinations
+// that cannot be resolved (unknown host, port or subset) are left out and reported
+// (ResolvedRefs False); a router that still does not give a valid configuration is replaced
+// by the default route and reported (Accepted False, Invalid). Nothing is silently dropped:
+// each problem names the object to blame in its status.
 package translate
 
 import (

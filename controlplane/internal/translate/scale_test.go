@@ -98,6 +98,7 @@ func TestTranslateScale(t *testing.T) {
 	if n := len(res.Routes["outbound|20880||svc-0007.ns-07.svc.cluster.local"].GetRoutes()); n != 5 {
 		t.Fatalf("%d routes, want 5", n)
 	}
+	checkConsistent(t, res)
 	var lbEndpoints int
 	for _, cla := range res.Endpoints {
 		for _, l := range cla.GetEndpoints() {

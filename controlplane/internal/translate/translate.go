@@ -56,6 +56,9 @@ func Translate(m *model.Model) *Resources {
 		},
 		seenProblems: make(map[model.Problem]bool),
 	}
+	for _, p := range m.Problems {
+		t.seenProblems[p] = true
+	}
 	// A hostname belongs to one service; Build guarantees it, and a duplicate would give two
 	// sets of clusters with the same names, so the first one wins.
 	services := make([]*model.Service, 0, len(m.Services))

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"bytes"
+	"maps"
 	"reflect"
 	"slices"
 	"strconv"
@@ -483,5 +484,58 @@ func TestInvalidRouterFallsBack(t *testing.T) {
 	}
 	if n := len(policy.Endpoints[name(20880, "", echo)].GetEndpoints()[0].GetLbEndpoints()); n != 1 {
 		t.Errorf("%d endpoints, want the valid one only", n)
+	}
+}
+
+// TestMalformedModel feeds what Build should never produce but a bug might: the translator
+// must still emit consistent resources and say what it dropped.
+func TestMalformedModel(t *testing.T) {
+	dr := &model.ObjectRef{Group: "networking.istio.io", Kind: "DestinationRule", Namespace: "demo", Name: "echo"}
+	svc := func(source string) *model.Service {
+		return &model.Service{
+			Hostname:        echo,
+			Source:          model.ObjectRef{Kind: "Service", Namespace: "demo", Name: source},
+			DestinationRule: dr,
+			Ports: []*model.Port{{Number: 20880, Endpoints: []model.Endpoint{
+				{Address: "10.0.0.1:20880", Labels: map[string]string{"version": "v1"}},
+				{Address: "10.0.0.1:20880"}, // the same server twice
+				{Address: "0.0.0.0:20880"},
+				{Address: "10.0.0.2:0"},
+			}}},
+			Subsets: []model.Subset{{Name: "v1", Labels: map[string]string{"version": "v1"}}, {Name: ""}, {Name: "v1"}},
+		}
+	}
+	modelProblem := model.Problem{Object: *dr, Condition: v1alpha1.ConditionAccepted, Reason: ReasonInvalid,
+		Message: `host "echo.demo.svc.cluster.local": subset 1 has no name`}
+	m := &model.Model{
+		Services: []*model.Service{nil, svc("first"), svc("second")},
+		Routers:  []*model.Router{nil, {Source: model.ObjectRef{Kind: "MetaRouter", Name: "no-hosts"}}},
+		Problems: []model.Problem{modelProblem},
+	}
+	res := Translate(m)
+	checkConsistent(t, res)
+	if len(res.Clusters) != 2 { // all endpoints and v1; the unnamed and repeated subsets dropped
+		t.Errorf("clusters %v", slices.Sorted(maps.Keys(res.Clusters)))
+	}
+	if o := res.Origins[OriginKey(apiv1alpha1.ClusterTypeURL, name(20880, "", echo))]; len(o) != 2 || o[0].Name != "first" {
+		t.Errorf("origins %v: the first service with the hostname wins", o)
+	}
+	if lbs := res.Endpoints[name(20880, "", echo)].GetEndpoints()[0].GetLbEndpoints(); len(lbs) != 1 {
+		t.Errorf("endpoints %v: want 10.0.0.1:20880 once", lbs)
+	}
+	if !hasProblem(res.Problems, "DestinationRule", v1alpha1.ConditionAccepted, ReasonInvalid, `subset "v1" is defined twice`) ||
+		!hasProblem(res.Problems, "Service", v1alpha1.ConditionAccepted, ReasonInvalidEndpoint, "0.0.0.0:20880") ||
+		!hasProblem(res.Problems, "Service", v1alpha1.ConditionAccepted, ReasonInvalidEndpoint, "10.0.0.2:0") {
+		t.Errorf("problems %v", res.Problems)
+	}
+	// A problem the model already has is not repeated.
+	n := 0
+	for _, p := range res.Problems {
+		if p == modelProblem {
+			n++
+		}
+	}
+	if n != 1 || res.Problems[0] != modelProblem {
+		t.Errorf("model problem reported %d times (want once, first): %v", n, res.Problems)
 	}
 }
