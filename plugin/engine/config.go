@@ -145,6 +145,11 @@ const (
 	// DefaultDrainTimeout bounds how long an endpoint removed by an update keeps its
 	// connections open for the requests in flight on them.
 	DefaultDrainTimeout = 30 * time.Second
+	// DefaultInitialFetchTimeout is Envoy's initial_fetch_timeout default.
+	DefaultInitialFetchTimeout = 15 * time.Second
+	// MaxHeldRequests bounds the requests waiting for the first Update, as
+	// DefaultMaxPendingRequests bounds those of a cluster waiting for a connection.
+	MaxHeldRequests = DefaultMaxPendingRequests
 )
 
 // Options are the engine's links to its host.
@@ -158,6 +163,14 @@ type Options struct {
 	// connections close once their requests are answered, or after this long, the requests
 	// still in flight then getting "unavailable" errors. 0 means DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// WaitForUpdate says the routes come later, from Update (RDS): the engine starts with
+	// none, and the requests that arrive before the first Update wait for it (up to
+	// MaxHeldRequests of them; more get over_limit errors), for at most
+	// InitialFetchTimeout, after which they and the next ones get no_route errors until an
+	// Update arrives. Without it, an engine without routes answers no_route at once.
+	WaitForUpdate bool
+	// InitialFetchTimeout: see WaitForUpdate. 0 means DefaultInitialFetchTimeout.
+	InitialFetchTimeout time.Duration
 }
 
 // clusterSwap is a cluster configuration compiled by compile, to be stored at commit.

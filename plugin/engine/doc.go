@@ -83,8 +83,10 @@
 // (their requests complete, then their connections close, bounded by Options.DrainTimeout)
 // and are never balanced to again: a request balanced on the old configuration that reaches
 // a drained endpoint is balanced again on the new one. Downstream connections are never
-// closed by an update. An engine may start without routes (RDS before the first response):
-// until its first Update, requests are answered no_route at once rather than held.
+// closed by an update. An engine may start without routes: by default its requests are
+// answered no_route; with Options.WaitForUpdate (routes from RDS) they wait for the first
+// Update, bounded by Options.InitialFetchTimeout (15 s, as Envoy's initial_fetch_timeout)
+// and MaxHeldRequests, and are then routed, or answered no_route when the timeout expires.
 //
 // # Limits of this version
 //
@@ -101,4 +103,6 @@
 //   - A connection that fails is not ejected: the next request may dial it again (its
 //     requests then retry elsewhere).
 //   - Endpoint labels are accepted but not used (subset load balancing comes later).
+//   - A pool that an update shrinks or grows (ConnectionsPerEndpoint) keeps its size; new
+//     pools get the new one.
 package engine

@@ -37,12 +37,21 @@ type Engine struct {
 	// draining lists the endpoints removed by updates whose pools may still be open, for
 	// Close. Guarded by updateMu.
 	draining []*endpoint
+
+	// Requests held until the first Update (initial.go), guarded by holdMu; the table
+	// leaves its initial state under holdMu too.
+	holdMu       sync.Mutex
+	held         []heldRequest
+	initialTimer *time.Timer
 }
 
 // table is one compiled set of routes and the clusters they name. It is immutable.
 type table struct {
 	routes   []*route
 	clusters map[string]*cluster
+	// initial marks the empty table of an engine waiting for its first Update
+	// (Options.WaitForUpdate): requests are held until then.
+	initial bool
 }
 
 // New compiles cfg. Every error names the route, cluster or field at fault. cfg may have no
@@ -72,6 +81,16 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	}
 	for _, sw := range swaps {
 		sw.cl.cfg.Store(sw.next)
+	}
+	if opts.WaitForUpdate {
+		if len(t.routes) > 0 {
+			return nil, errors.New("engine: routes given to an engine that waits for its first update")
+		}
+		if opts.InitialFetchTimeout < 0 {
+			return nil, errors.New("engine: negative initial fetch timeout")
+		}
+		t.initial = true
+		e.initialTimer = time.AfterFunc(orDefault(opts.InitialFetchTimeout, DefaultInitialFetchTimeout), e.initialTimeout)
 	}
 	e.table.Store(t)
 	return e, nil
@@ -110,6 +129,7 @@ func (e *Engine) Close() {
 	if e.closed.Swap(true) {
 		return
 	}
+	e.releaseHeld(nil, "engine closed")
 	eps := e.draining
 	e.draining = nil
 	if t := e.table.Load(); t != nil {

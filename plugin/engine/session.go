@@ -156,7 +156,26 @@ func (s *Session) route(f codecs.Frame) {
 	}
 	// The table is loaded once: the request keeps the route it matched whatever updates
 	// happen while it is in flight.
-	r := e.table.Load().match(f)
+	t := e.table.Load()
+	if t.initial {
+		// No route configuration received yet: wait for it (initial.go).
+		var held bool
+		if t, held = e.hold(s, f); held {
+			return
+		}
+		if t == nil {
+			s.localReply(f, codecs.ReasonOverLimit, "too many requests waiting for the route configuration")
+			return
+		}
+	}
+	s.dispatch(t, f, s.lastActive)
+}
+
+// dispatch routes f on t and forwards it; a route timeout runs from now (engine time). The
+// session lock is held.
+func (s *Session) dispatch(t *table, f codecs.Frame, now int64) {
+	e := s.e
+	r := t.match(f)
 	if r == nil {
 		s.localReply(f, codecs.ReasonNoRoute, "no route matches")
 		return
@@ -179,7 +198,7 @@ func (s *Session) route(f codecs.Frame) {
 		}
 	}
 	if r.timeout > 0 {
-		p.deadline = s.lastActive + int64(r.timeout)
+		p.deadline = now + int64(r.timeout)
 	}
 	s.forward(p)
 }

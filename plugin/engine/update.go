@@ -53,7 +53,12 @@ func (e *Engine) Update(routes []Route, clusters []Cluster) error {
 	for _, sw := range swaps {
 		sw.cl.cfg.Store(sw.next)
 	}
-	e.table.Store(t)
+	if old.initial {
+		// The first configuration: the requests that waited for it are routed on it.
+		e.releaseHeld(t, "")
+	} else {
+		e.table.Store(t)
+	}
 
 	var removed []*endpoint
 	for _, sw := range swaps {

@@ -545,3 +545,140 @@ func decodeAllNoT(c codecs.Conn, b []byte) ([]codecs.Frame, []byte) {
 	}
 	return fs, b
 }
+
+func waitingEngine(t *testing.T, c codecs.Codec, opts Options) (*Engine, *fakeDialer) {
+	t.Helper()
+	d := &fakeDialer{}
+	opts.Dialer, opts.WaitForUpdate = d, true
+	e, err := New(Config{Codec: c}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e, d
+}
+
+// With WaitForUpdate, requests before the first Update wait for it and are then routed.
+func TestWaitForFirstUpdate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := thriftCodec(t)
+		e, d := waitingEngine(t, c, Options{})
+		cl, leaver := newClient(t, e), newClient(t, e)
+		cl.send(call("m", 1), call("m", 2))
+		leaver.send(call("m", 9))
+		leaver.s.OnClose()
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if n := len(cl.replies()); n != 0 || d.count() != 0 {
+			t.Fatalf("%d replies and %d dials before any route", n, d.count())
+		}
+		mustUpdate(t, e, []Route{{Cluster: "c", Timeout: time.Second}}, []Cluster{{Name: "c", Endpoints: eps(addrA)}})
+		if d.count() != 1 {
+			t.Fatalf("%d dials after the first update, want 1", d.count())
+		}
+		srv := d.ready(t, 0, c)
+		reqs := srv.requests()
+		if len(reqs) != 2 {
+			t.Fatalf("upstream got %d requests, want the 2 of the client that stayed", len(reqs))
+		}
+		for _, r := range reqs {
+			srv.h.OnData(replyTo(t, r, "ok"))
+		}
+		got := cl.replies()
+		if len(got) != 2 || got[0].Kind() != codecs.KindResponse || got[1].Kind() != codecs.KindResponse {
+			t.Fatalf("client got %v", kinds(got))
+		}
+		if st := e.Stats(); st.Cancelled != 1 || st.Requests != 3 {
+			t.Fatalf("stats %+v, want 3 requests, 1 cancelled", st)
+		}
+	})
+}
+
+// The route timeout of a held request runs from its release, not from its arrival.
+func TestWaitForFirstUpdateRouteTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := thriftCodec(t)
+		e, d := waitingEngine(t, c, Options{})
+		cl := newClient(t, e)
+		cl.send(call("m", 1))
+		time.Sleep(10 * time.Second)
+		mustUpdate(t, e, []Route{{Cluster: "c", Timeout: time.Second}}, []Cluster{{Name: "c", Endpoints: eps(addrA)}})
+		d.ready(t, 0, c)
+		time.Sleep(500 * time.Millisecond)
+		synctest.Wait()
+		if n := len(cl.replies()); n != 0 {
+			t.Fatalf("%d replies half-way through the route timeout", n)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		cl.wantError(1, codecs.ReasonTimeout)
+	})
+}
+
+// Past the initial fetch timeout, held and new requests get no_route until an Update.
+func TestWaitForFirstUpdateTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := thriftCodec(t)
+		e, d := waitingEngine(t, c, Options{InitialFetchTimeout: 3 * time.Second})
+		cl := newClient(t, e)
+		cl.send(call("m", 1))
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if n := len(cl.replies()); n != 0 {
+			t.Fatalf("%d replies before the timeout", n)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		cl.wantError(1, codecs.ReasonNoRoute)
+		cl.send(call("m", 2))
+		cl.wantError(2, codecs.ReasonNoRoute)
+		mustUpdate(t, e, []Route{{Cluster: "c"}}, []Cluster{{Name: "c", Endpoints: eps(addrA)}})
+		cl.send(call("m", 3))
+		if d.count() != 1 {
+			t.Fatalf("%d dials after the update, want 1", d.count())
+		}
+	})
+}
+
+func TestWaitForFirstUpdateDefaultTimeoutAndLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := thriftCodec(t)
+		e, _ := waitingEngine(t, c, Options{})
+		cl := newClient(t, e)
+		var batch [][]byte
+		for i := range MaxHeldRequests + 1 {
+			batch = append(batch, call("m", uint32(i+1)))
+		}
+		cl.send(batch...)
+		cl.wantError(MaxHeldRequests+1, codecs.ReasonOverLimit)
+		time.Sleep(DefaultInitialFetchTimeout - time.Second)
+		synctest.Wait()
+		if n := len(cl.replies()); n != 0 {
+			t.Fatalf("%d replies before the 15s default", n)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if n := len(cl.replies()); n != MaxHeldRequests {
+			t.Fatalf("%d no_route replies, want %d", n, MaxHeldRequests)
+		}
+	})
+}
+
+func TestWaitForFirstUpdateClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := thriftCodec(t)
+		e, _ := waitingEngine(t, c, Options{})
+		cl := newClient(t, e)
+		cl.send(call("m", 1))
+		e.Close()
+		cl.wantError(1, codecs.ReasonNoRoute)
+	})
+	d := &fakeDialer{}
+	_, err := New(oneCluster(thriftCodec(t), Route{}, Cluster{}), Options{Dialer: d, WaitForUpdate: true})
+	if err == nil {
+		t.Fatal("New accepted routes with WaitForUpdate")
+	}
+	if _, err := New(Config{Codec: thriftCodec(t)}, Options{Dialer: d, WaitForUpdate: true, InitialFetchTimeout: -1}); err == nil {
+		t.Fatal("New accepted a negative initial fetch timeout")
+	}
+}
