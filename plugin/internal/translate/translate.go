@@ -1,6 +1,7 @@
 // Package translate turns the plugin's configuration API (plugin/api/v1alpha1) into the
 // engine's configuration (plugin/engine), so that the Envoy adapter stays a thin layer over
-// Envoy's callbacks and the mapping can be tested on its own.
+// Envoy's callbacks and the mapping can be tested on its own: EngineConfig for a filter
+// configuration, FromXDS for the routes, clusters and endpoints received over xDS.
 package translate
 
 import (
@@ -30,8 +31,9 @@ func Codec(reg *codecs.Registry, cfg *apiv1alpha1.FilterConfig) (codecs.Codec, e
 // (from Codec) as its protocol. Defaults documented by the API are applied here, so that the
 // engine's own defaults never decide what a configuration means.
 //
-// A configuration whose routes come from RDS gets no routes: until the xDS client exists,
-// every request on it is answered with the protocol's "no route" error.
+// A configuration whose routes come from RDS gets no routes here: they arrive over xDS,
+// FromXDS translates them and engine.Update applies them (the engine is built with
+// engine.Options.WaitForUpdate so that the first requests wait for them).
 func EngineConfig(cfg *apiv1alpha1.FilterConfig, codec codecs.Codec) (engine.Config, error) {
 	out := engine.Config{
 		Codec:       codec,
