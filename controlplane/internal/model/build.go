@@ -58,8 +58,10 @@ const (
 // DestinationRules attach subsets and policies (build_destinationrules.go) and MetaRouters are
 // resolved against the services (build_routers.go).
 //
-// Build neither copies the label maps of Pods, WorkloadEntries and subsets nor the
-// ExportTo slices: the Model shares them with Inputs, and neither may be modified.
+// Build does not copy the label maps of Pods, WorkloadEntries and subsets, nor the
+// ServiceEntry Addresses and ExportTo slices: the Model shares them with Inputs, and neither
+// may be modified. Of MetaRouter specs, Build copies what it rewrites (hosts and
+// destinations) and shares the rest (matches, mutations, rate limits) likewise.
 func Build(in *Inputs) *Model {
 	b := &builder{
 		in:       in,
@@ -92,6 +94,8 @@ type builder struct {
 	// services by hostname.
 	services map[string]*Service
 	problems []Problem
+	// fqdns caches fqdn by namespace and host.
+	fqdns map[nsName]string
 }
 
 func (b *builder) problem(obj ObjectRef, condition, reason, format string, args ...any) {
@@ -117,6 +121,20 @@ func (b *builder) ref(group, kind string, meta *metav1.ObjectMeta) ObjectRef {
 // foo.<namespace>.svc.<suffix>, "foo.bar" foo.bar.svc.<suffix>, "foo.bar.svc"
 // foo.bar.svc.<suffix>; anything else is taken as it is (lower-cased, without a final dot).
 func (b *builder) fqdn(host, namespace string) string {
+	// Routers name the same few hosts again and again: remember the answers.
+	k := nsName{namespace, host}
+	if f, ok := b.fqdns[k]; ok {
+		return f
+	}
+	f := b.qualify(host, namespace)
+	if b.fqdns == nil {
+		b.fqdns = make(map[nsName]string)
+	}
+	b.fqdns[k] = f
+	return f
+}
+
+func (b *builder) qualify(host, namespace string) string {
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
 	switch strings.Count(host, ".") {
 	case 0:

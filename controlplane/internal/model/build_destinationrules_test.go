@@ -56,7 +56,8 @@ func TestDestinationRulePolicies(t *testing.T) {
 		},
 		{
 			name: "maglev",
-			tp: hashLB(&networkingapi.LoadBalancerSettings_ConsistentHashLB{HashKey: header("service"),
+			//lint:ignore SA1019 the deprecated ring size must not leak into a maglev policy
+			tp: hashLB(&networkingapi.LoadBalancerSettings_ConsistentHashLB{HashKey: header("service"), MinimumRingSize: 1024,
 				HashAlgorithm: &networkingapi.LoadBalancerSettings_ConsistentHashLB_Maglev{Maglev: &networkingapi.LoadBalancerSettings_ConsistentHashLB_MagLev{TableSize: 65537}}}),
 			want: &TrafficPolicy{LB: LBMaglev, HashKeys: []string{"service"}, MaglevTableSize: 65537},
 		},

@@ -66,7 +66,7 @@ func (b *builder) buildRouters() []*Router {
 			b.notAccepted(e.ref, ReasonInvalid, "spec.hosts is empty")
 			continue
 		}
-		spec := e.mr.Spec.DeepCopy()
+		spec := copyHosts(&e.mr.Spec)
 		conflict := false
 		for i, h := range spec.Hosts {
 			spec.Hosts[i] = b.fqdn(h, ns)
@@ -120,4 +120,21 @@ func (b *builder) resolveDestination(ref ObjectRef, ns string, d *v1alpha1.Desti
 	if d.Port != nil && (d.Port.Number <= 0 || svc.Port(uint32(d.Port.Number)) == nil) {
 		b.problem(ref, v1alpha1.ConditionResolvedRefs, ReasonPortNotFound, "destination host %q has no Meltemi port %d", d.Host, d.Port.Number)
 	}
+}
+
+// copyHosts copies what Build rewrites in a spec (hosts and destinations); the rest
+// (matches, mutations, rate limits) is shared with the input.
+func copyHosts(in *v1alpha1.MetaRouterSpec) *v1alpha1.MetaRouterSpec {
+	spec := *in
+	spec.Hosts = slices.Clone(in.Hosts)
+	spec.Routes = slices.Clone(in.Routes)
+	for i := range spec.Routes {
+		r := &spec.Routes[i]
+		r.Route = slices.Clone(r.Route)
+		if r.Mirror != nil {
+			m := *r.Mirror
+			r.Mirror = &m
+		}
+	}
+	return &spec
 }

@@ -73,7 +73,8 @@ func TestMetaRouterProblems(t *testing.T) {
 			[]string{"MetaRouter/r ResolvedRefs HostNotFound"}},
 		{"host in another namespace by short name", metaRouter(ours, "other", "r", 0, []string{"a"}, route(v1alpha1.Destination{Host: "b"})),
 			[]string{"MetaRouter/r ResolvedRefs HostNotFound"}},
-		{"backend not found", metaRouter(ours, "ns", "r", 0, []string{"a"}, route(v1alpha1.Destination{Host: "nope.example.com"})),
+		{"backend not found, once however often", metaRouter(ours, "ns", "r", 0, []string{"a"},
+			route(v1alpha1.Destination{Host: "nope.example.com"}), route(v1alpha1.Destination{Host: "nope.example.com"})),
 			[]string{"MetaRouter/r ResolvedRefs BackendNotFound"}},
 		{"mirror not found", func() *v1alpha1.MetaRouter {
 			mr := metaRouter(ours, "ns", "r", 0, []string{"a"}, route(v1alpha1.Destination{Host: "a"}))
