@@ -99,11 +99,11 @@ func (t *translator) portEndpoints(s *model.Service, p *model.Port) []*endpoint 
 		ap, err := netip.ParseAddrPort(e.Address)
 		switch {
 		case err != nil:
-			t.problem(s.Source, v1alpha1.ConditionAccepted, ReasonInvalidEndpoint,
+			t.problemOnce(s.Source, v1alpha1.ConditionAccepted, ReasonUnsupportedAddress,
 				"host %q port %d: endpoint %q: want ip:port: %v", s.Hostname, p.Number, e.Address, err)
 			continue
 		case ap.Port() == 0 || ap.Addr().IsUnspecified():
-			t.problem(s.Source, v1alpha1.ConditionAccepted, ReasonInvalidEndpoint,
+			t.problemOnce(s.Source, v1alpha1.ConditionAccepted, ReasonUnsupportedAddress,
 				"host %q port %d: endpoint %q: unspecified address or port 0", s.Hostname, p.Number, e.Address)
 			continue
 		case seen[ap]:

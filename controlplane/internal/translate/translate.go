@@ -15,24 +15,26 @@ import (
 	apiv1alpha1 "github.com/meltemi-mesh/meltemi/plugin/api/v1alpha1"
 )
 
-// Problem reasons set by translation. The condition is the status condition set False.
+// Problem reasons set by translation: the model's, so that a status shows one vocabulary.
+// The condition is the status condition set False.
 const (
 	// ReasonInvalid (Accepted): the router's routes did not form a valid route
-	// configuration; the host gets its default route instead.
-	ReasonInvalid = "Invalid"
-	// ReasonConflicted (Accepted): another router, first in namespace/name order, already
-	// routes the same host.
-	ReasonConflicted = "Conflicted"
+	// configuration, and the host gets its default route instead; or a DestinationRule
+	// policy the plugin would reject was dropped.
+	ReasonInvalid = model.ReasonInvalid
+	// ReasonConflicted (Accepted): another router, first in model order, already routes the
+	// same host. (Build leaves such routers out of the model.)
+	ReasonConflicted = model.ReasonConflicted
 	// ReasonHostNotFound (ResolvedRefs): the router's host is not a Meltemi service.
-	ReasonHostNotFound = "HostNotFound"
+	ReasonHostNotFound = model.ReasonHostNotFound
 	// ReasonBackendNotFound (ResolvedRefs): a destination host is not a Meltemi service.
-	ReasonBackendNotFound = "BackendNotFound"
+	ReasonBackendNotFound = model.ReasonBackendNotFound
 	// ReasonPortNotFound (ResolvedRefs): a destination's port cannot be resolved.
-	ReasonPortNotFound = "PortNotFound"
+	ReasonPortNotFound = model.ReasonPortNotFound
 	// ReasonSubsetNotFound (ResolvedRefs): a destination's subset is not defined for its host.
-	ReasonSubsetNotFound = "SubsetNotFound"
-	// ReasonInvalidEndpoint (Accepted): an endpoint address is not a literal ip:port.
-	ReasonInvalidEndpoint = "InvalidEndpoint"
+	ReasonSubsetNotFound = model.ReasonSubsetNotFound
+	// ReasonUnsupportedAddress (Accepted): an endpoint address is not a literal ip:port.
+	ReasonUnsupportedAddress = model.ReasonUnsupportedAddress
 )
 
 // DefaultRouteName is the name of the single route of a service port no router routes.
@@ -55,9 +57,11 @@ func Translate(m *model.Model) *Resources {
 			Problems:  slices.Clone(m.Problems),
 		},
 		seenProblems: make(map[model.Problem]bool),
+		modelReasons: make(map[reasonKey]bool),
 	}
 	for _, p := range m.Problems {
 		t.seenProblems[p] = true
+		t.modelReasons[reasonKey{p.Object, p.Condition, p.Reason}] = true
 	}
 	// A hostname belongs to one service; Build guarantees it, and a duplicate would give two
 	// sets of clusters with the same names, so the first one wins.
@@ -94,6 +98,23 @@ type translator struct {
 	services     map[string]*model.Service
 	clusterNames map[string]bool
 	seenProblems map[model.Problem]bool
+	// modelReasons are the (object, condition, reason) of the model's problems.
+	modelReasons map[reasonKey]bool
+}
+
+type reasonKey struct {
+	obj               model.ObjectRef
+	condition, reason string
+}
+
+// problemOnce records a problem unless the model already has one of the same reason for
+// the same object: Build reports unresolved references in its own words, and a status
+// need not say it twice. The translator still reports them for models Build did not make.
+func (t *translator) problemOnce(obj model.ObjectRef, condition, reason, format string, args ...any) {
+	if t.modelReasons[reasonKey{obj, condition, reason}] {
+		return
+	}
+	t.problem(obj, condition, reason, format, args...)
 }
 
 // problem records a problem found by translation, once.
@@ -116,13 +137,13 @@ func (t *translator) routersByHost(routers []*model.Router) map[string]*model.Ro
 		}
 		host := r.Spec.Hosts[0]
 		if first := byHost[host]; first != nil {
-			t.problem(r.Source, v1alpha1.ConditionAccepted, ReasonConflicted,
+			t.problemOnce(r.Source, v1alpha1.ConditionAccepted, ReasonConflicted,
 				"host %q is already routed by %s", host, first.Source)
 			continue
 		}
 		byHost[host] = r
 		if t.services[host] == nil {
-			t.problem(r.Source, v1alpha1.ConditionResolvedRefs, ReasonHostNotFound,
+			t.problemOnce(r.Source, v1alpha1.ConditionResolvedRefs, ReasonHostNotFound,
 				"host %q is not a service with a Meltemi port", host)
 		}
 	}
@@ -283,7 +304,7 @@ func (t *translator) routerConfiguration(name string, port uint32, r *model.Rout
 func (t *translator) destination(r *model.Router, rcName string, path destPath, d *v1alpha1.Destination, port uint32) (string, bool) {
 	s := t.services[d.Host]
 	if s == nil {
-		t.problem(r.Source, v1alpha1.ConditionResolvedRefs, ReasonBackendNotFound,
+		t.problemOnce(r.Source, v1alpha1.ConditionResolvedRefs, ReasonBackendNotFound,
 			"%s: host %q is not a service with a Meltemi port", path, d.Host)
 		return "", false
 	}
@@ -292,7 +313,7 @@ func (t *translator) destination(r *model.Router, rcName string, path destPath, 
 	case d.Port != nil:
 		dp = findPort(s, uint32(d.Port.Number))
 		if dp == nil {
-			t.problem(r.Source, v1alpha1.ConditionResolvedRefs, ReasonPortNotFound,
+			t.problemOnce(r.Source, v1alpha1.ConditionResolvedRefs, ReasonPortNotFound,
 				"%s: host %q has no Meltemi port %d", path, d.Host, d.Port.Number)
 			return "", false
 		}
@@ -309,7 +330,7 @@ func (t *translator) destination(r *model.Router, rcName string, path destPath, 
 		}
 	}
 	if d.Subset != "" && !slices.ContainsFunc(s.Subsets, func(ss model.Subset) bool { return ss.Name == d.Subset }) {
-		t.problem(r.Source, v1alpha1.ConditionResolvedRefs, ReasonSubsetNotFound,
+		t.problemOnce(r.Source, v1alpha1.ConditionResolvedRefs, ReasonSubsetNotFound,
 			"%s: host %q has no subset %q", path, d.Host, d.Subset)
 		return "", false
 	}

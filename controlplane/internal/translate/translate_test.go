@@ -479,7 +479,7 @@ func TestInvalidRouterFallsBack(t *testing.T) {
 	}
 	if !hasProblem(policy.Problems, "DestinationRule", v1alpha1.ConditionAccepted, ReasonInvalid, "needs hash keys") ||
 		!hasProblem(policy.Problems, "DestinationRule", v1alpha1.ConditionAccepted, ReasonInvalid, "FASTEST") ||
-		!hasProblem(policy.Problems, "Service", v1alpha1.ConditionAccepted, ReasonInvalidEndpoint, "nonsense") {
+		!hasProblem(policy.Problems, "Service", v1alpha1.ConditionAccepted, ReasonUnsupportedAddress, "nonsense") {
 		t.Errorf("problems %v", policy.Problems)
 	}
 	if n := len(policy.Endpoints[name(20880, "", echo)].GetEndpoints()[0].GetLbEndpoints()); n != 1 {
@@ -524,8 +524,8 @@ func TestMalformedModel(t *testing.T) {
 		t.Errorf("endpoints %v: want 10.0.0.1:20880 once", lbs)
 	}
 	if !hasProblem(res.Problems, "DestinationRule", v1alpha1.ConditionAccepted, ReasonInvalid, `subset "v1" is defined twice`) ||
-		!hasProblem(res.Problems, "Service", v1alpha1.ConditionAccepted, ReasonInvalidEndpoint, "0.0.0.0:20880") ||
-		!hasProblem(res.Problems, "Service", v1alpha1.ConditionAccepted, ReasonInvalidEndpoint, "10.0.0.2:0") {
+		!hasProblem(res.Problems, "Service", v1alpha1.ConditionAccepted, ReasonUnsupportedAddress, "0.0.0.0:20880") ||
+		!hasProblem(res.Problems, "Service", v1alpha1.ConditionAccepted, ReasonUnsupportedAddress, "10.0.0.2:0") {
 		t.Errorf("problems %v", res.Problems)
 	}
 	// A problem the model already has is not repeated.
@@ -537,5 +537,35 @@ func TestMalformedModel(t *testing.T) {
 	}
 	if n != 1 || res.Problems[0] != modelProblem {
 		t.Errorf("model problem reported %d times (want once, first): %v", n, res.Problems)
+	}
+}
+
+// TestBuildProblemsNotRepeated: what Build already reported about a router (in its own
+// words) is not reported again by the translator; what only the translator can see is.
+func TestBuildProblemsNotRepeated(t *testing.T) {
+	m := loadModel(t, "unresolvable-destination")
+	router := m.Routers[0].Source
+	m.Problems = []model.Problem{
+		{Object: router, Condition: v1alpha1.ConditionResolvedRefs, Reason: ReasonSubsetNotFound, Message: "Build: no subset v9"},
+		{Object: router, Condition: v1alpha1.ConditionResolvedRefs, Reason: ReasonBackendNotFound, Message: "Build: no missing host"},
+	}
+	res := Translate(m)
+	checkConsistent(t, res)
+	count := func(reason string) int {
+		n := 0
+		for _, p := range res.Problems {
+			if p.Reason == reason {
+				n++
+			}
+		}
+		return n
+	}
+	if count(ReasonSubsetNotFound) != 1 || count(ReasonBackendNotFound) != 1 {
+		t.Errorf("Build's problems repeated: %v", res.Problems)
+	}
+	// The explicit port 1234 (not reported by this model) and the ambiguous port (which
+	// only the translator can see) are reported.
+	if count(ReasonPortNotFound) != 2 || count(ReasonInvalid) != 1 {
+		t.Errorf("translator problems missing: %v", res.Problems)
 	}
 }
