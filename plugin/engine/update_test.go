@@ -682,3 +682,38 @@ func TestWaitForFirstUpdateClose(t *testing.T) {
 		t.Fatal("New accepted a negative initial fetch timeout")
 	}
 }
+
+// An endpoint removed and added back while it drains gets a fresh endpoint with its own
+// pool; the old connection still finishes its request, then closes.
+func TestUpdateReAddedWhileDraining(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := thriftCodec(t)
+		cfg := oneCluster(c, Route{}, Cluster{Endpoints: eps(addrA)})
+		e, d := newEngine(t, cfg)
+		cl := newClient(t, e)
+		cl.send(call("m", 1))
+		old := d.ready(t, 0, c)
+		req := old.oneRequest()
+		mustUpdate(t, e, cfg.Routes, []Cluster{{Name: "c", Endpoints: eps(addrB)}})
+		mustUpdate(t, e, cfg.Routes, cfg.Clusters)
+		cl.send(call("m", 2))
+		if got := d.dialsTo(addrA); len(got) != 2 {
+			t.Fatalf("dials to a: %v, want a second one for the re-added endpoint", got)
+		}
+		fresh := d.ready(t, 1, c)
+		fresh.h.OnData(replyTo(t, fresh.oneRequest(), "new"))
+		old.h.OnData(replyTo(t, req, "old"))
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		got := map[uint64]string{}
+		for _, f := range cl.replies() {
+			got[f.RequestID()] = payload(t, f)
+		}
+		if got[1] != "old" || got[2] != "new" {
+			t.Fatalf("replies %v", got)
+		}
+		if !old.isClosed() || fresh.isClosed() {
+			t.Fatalf("old closed %v, fresh closed %v; want the drained one closed only", old.isClosed(), fresh.isClosed())
+		}
+	})
+}
