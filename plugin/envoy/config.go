@@ -4,11 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -16,6 +21,7 @@ import (
 	apiv1alpha1 "github.com/meltemi-mesh/meltemi/plugin/api/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/plugin/engine"
 	"github.com/meltemi-mesh/meltemi/plugin/internal/translate"
+	"github.com/meltemi-mesh/meltemi/plugin/internal/xdsclient"
 
 	udpav1 "github.com/cncf/xds/go/udpa/type/v1"
 	xdsv3 "github.com/cncf/xds/go/xds/type/v3"
@@ -28,6 +34,12 @@ type DialFunc func(addr string, f api.UpstreamFilter)
 // thread once per filter configuration (each filter chain, each listener update), and keeps
 // what it returns for the life of the process: Envoy never says when a configuration is
 // dropped, so neither is its engine.
+//
+// Configurations whose routes come from RDS share the parser's xDS clients, one per
+// control-plane address, created on first use. Since such a configuration lives (and
+// watches its route configuration) for the life of the process, a configuration identical
+// to one parsed before returns the same FilterConfig: Envoy's listener updates, which hand
+// the unchanged configuration over again, add neither engines nor watches.
 type Parser struct {
 	// Registry holds the codecs that configurations can name.
 	Registry *codecs.Registry
@@ -35,9 +47,45 @@ type Parser struct {
 	Dial DialFunc
 	// Log receives configuration errors, panics and the engines' logs.
 	Log *slog.Logger
+	// XDS configures the xDS clients of RDS configurations; the zero value is the
+	// production setting (see xdsclient.Options). Its Logger defaults to Log.
+	XDS xdsclient.Options
 
 	registryErr error
 	seq         atomic.Uint64 // numbers configurations in logs, as Envoy numbers their ids
+
+	rdsMu   sync.Mutex
+	xds     *xdsclient.Pool
+	rdsSeen map[string]*FilterConfig // RDS configurations by their deterministic encoding
+}
+
+// DefaultXDSAddress is the control plane of RDS configurations whose config_source is empty,
+// unless the environment variable MELTEMI_XDS_ADDRESS names another: Meltemi's controller,
+// local (its file mode listens there by default).
+const DefaultXDSAddress = "127.0.0.1:15010"
+
+// xdsAddress returns the control plane that rds names.
+func xdsAddress(rds *apiv1alpha1.Rds) string {
+	if a := rds.GetConfigSource(); a != "" {
+		return a
+	}
+	if a := os.Getenv("MELTEMI_XDS_ADDRESS"); a != "" {
+		return a
+	}
+	return DefaultXDSAddress
+}
+
+// Close stops the parser's xDS clients: RDS configurations get no more updates and keep
+// the routes they have. Envoy never calls it (the plugin lives as long as the process);
+// tests and hosts that unload do.
+func (p *Parser) Close() {
+	p.rdsMu.Lock()
+	pool := p.xds
+	p.xds = nil
+	p.rdsMu.Unlock()
+	if pool != nil {
+		pool.Close()
+	}
 }
 
 // ParseConfig builds the filter configuration of a: an engine, or, when a is invalid, a
@@ -78,17 +126,99 @@ func (p *Parser) build(a *anypb.Any, log *slog.Logger) (*FilterConfig, error) {
 	if err != nil {
 		return nil, err
 	}
+	var key string
+	if cfg.GetRds() != nil {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("plugin_config: %w", err)
+		}
+		key = string(b)
+		p.rdsMu.Lock()
+		defer p.rdsMu.Unlock()
+		if fc, ok := p.rdsSeen[key]; ok {
+			log.Info("filter configuration identical to an earlier one: sharing its engine and RDS watch",
+				"route_config_name", cfg.GetRds().GetRouteConfigName())
+			return fc, nil
+		}
+	}
 	fc := &FilterConfig{log: log}
 	eng, err := engine.New(ec, engine.Options{Dialer: dialer{dial: p.Dial, fc: fc}, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("plugin_config: %w", err)
 	}
 	fc.engine = eng
-	if cfg.GetRds() != nil {
-		log.Warn("routes from RDS are not supported yet: every request will get a no-route error",
-			"route_config_name", cfg.GetRds().GetRouteConfigName())
+	if rds := cfg.GetRds(); rds != nil {
+		if err := p.watch(fc, rds, cfg.EffectiveRouteTimeout()); err != nil {
+			eng.Close()
+			return nil, err
+		}
+		if p.rdsSeen == nil {
+			p.rdsSeen = map[string]*FilterConfig{}
+		}
+		p.rdsSeen[key] = fc
 	}
 	return fc, nil
+}
+
+// watch subscribes fc's engine to the route configuration rds names: each complete snapshot
+// is translated and swapped into the engine; a snapshot that does not translate or compile
+// is rejected (the xDS client NACKs it) and the engine keeps its routes. Until the first
+// snapshot the engine has no routes: requests get the protocol's "no route" error. Called
+// with p.rdsMu held.
+func (p *Parser) watch(fc *FilterConfig, rds *apiv1alpha1.Rds, routeTimeout time.Duration) error {
+	addr := xdsAddress(rds)
+	if p.xds == nil {
+		opts := p.XDS
+		if opts.Logger == nil {
+			opts.Logger = p.Log
+		}
+		p.xds = xdsclient.NewPool(opts)
+	}
+	client, err := p.xds.Client(addr)
+	if err != nil {
+		return fmt.Errorf("rds: %w", err)
+	}
+	name := rds.GetRouteConfigName()
+	log := fc.log.With("route_config_name", name, "xds_server", addr)
+	eng := fc.engine
+	client.WatchRoutes(name, func(s xdsclient.Snapshot) error {
+		clusters, endpoints := withMissing(s)
+		routes, ecs, err := translate.FromXDS(s.Routes, clusters, endpoints, routeTimeout)
+		if err == nil {
+			err = eng.Update(routes, ecs)
+		}
+		if err != nil {
+			log.Error("routes from RDS rejected: keeping the previous ones", "err", err)
+			return err
+		}
+		log.Info("routes from RDS applied", "routes", len(routes), "clusters", len(ecs),
+			"missing_clusters", s.MissingClusters, "missing_endpoints", s.MissingEndpoints)
+		return nil
+	})
+	log.Info("routes come from RDS")
+	return nil
+}
+
+// withMissing returns the clusters and assignments of s, with the ones the server does not
+// have standing in as clusters without endpoints: requests routed to them get the
+// protocol's "unavailable" error, and the other routes work.
+func withMissing(s xdsclient.Snapshot) (map[string]*clusterv3.Cluster, map[string]*endpointv3.ClusterLoadAssignment) {
+	if len(s.MissingClusters) == 0 && len(s.MissingEndpoints) == 0 {
+		return s.Clusters, s.Endpoints
+	}
+	clusters := maps.Clone(s.Clusters)
+	endpoints := maps.Clone(s.Endpoints)
+	for _, n := range s.MissingClusters {
+		clusters[n] = &clusterv3.Cluster{
+			Name:                 n,
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+			LoadAssignment:       &endpointv3.ClusterLoadAssignment{ClusterName: n},
+		}
+	}
+	for _, n := range s.MissingEndpoints {
+		endpoints[n] = &endpointv3.ClusterLoadAssignment{ClusterName: n}
+	}
+	return clusters, endpoints
 }
 
 // rejecting returns the configuration that answers every connection with an error. When a

@@ -20,6 +20,13 @@
 // connection of that filter gets one protocol error reply (when the protocol is known and can
 // address one) and is closed.
 //
-// A configuration whose routes come from RDS is accepted, but until the xDS client exists
-// every request on it is answered with the protocol's "no route" error.
+// A configuration whose routes come from RDS (rds.route_config_name, served by the ADS
+// server at rds.config_source; empty: MELTEMI_XDS_ADDRESS, else DefaultXDSAddress) starts
+// with no routes, so that requests get the protocol's "no route" error until the first
+// complete snapshot arrives; then each snapshot of the route configuration, its clusters and
+// their endpoints is translated and swapped into the engine without touching connections.
+// A snapshot that does not translate is NACKed and logged, and the engine keeps its routes;
+// when the control plane is unreachable the last routes stay in effect. The xDS client
+// (plugin/internal/xdsclient) runs on its own goroutines: nothing of it runs on, or
+// blocks, Envoy's threads.
 package envoy

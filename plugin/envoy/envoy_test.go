@@ -17,6 +17,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/codecs/builtin"
 	apiv1alpha1 "github.com/meltemi-mesh/meltemi/plugin/api/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/plugin/engine"
+	"github.com/meltemi-mesh/meltemi/plugin/internal/xdsclient"
 )
 
 // fakeConn records what the adapter asks of Envoy's connection callbacks. Like Envoy's Go
@@ -108,7 +109,13 @@ func newParser(t *testing.T, env *fakeEnvoy) *Parser {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Parser{Registry: reg, Dial: env.Dial, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p := &Parser{Registry: reg, Dial: env.Dial, Log: log, XDS: xdsclient.Options{
+		Logger: log, MissingTimeout: 300 * time.Millisecond,
+		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+	}}
+	t.Cleanup(p.Close)
+	return p
 }
 
 func configAny(t *testing.T, js string) *anypb.Any {
@@ -223,6 +230,7 @@ func TestRoutedCall(t *testing.T) {
 }
 
 func TestRDSAnswersNoRoute(t *testing.T) {
+	t.Setenv("MELTEMI_XDS_ADDRESS", "127.0.0.1:1") // no control plane
 	fc := filterConfig(t, newParser(t, &fakeEnvoy{}), configAny(t, `{"protocol": "thrift",
 	  "rds": {"route_config_name": "echo"}, "clusters": [{"name": "echo"}]}`))
 	if fc.Err() != nil {
