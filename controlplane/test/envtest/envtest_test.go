@@ -125,7 +125,9 @@ func testRoutes(t *testing.T, ctx context.Context, e *env, ads *adsClient) {
 	mr := waitStatus(t, ctx, e.c, ns, svc, 10*time.Second, func(mr *v1alpha1.MetaRouter) bool {
 		return mr.Status.ObservedGeneration == mr.Generation &&
 			condIs(mr, v1alpha1.ConditionAccepted, metav1.ConditionTrue, kube.ReasonAccepted) &&
-			condIs(mr, v1alpha1.ConditionResolvedRefs, metav1.ConditionTrue, kube.ReasonResolvedRefs)
+			condIs(mr, v1alpha1.ConditionResolvedRefs, metav1.ConditionTrue, kube.ReasonResolvedRefs) &&
+			// the ADS client accepted the route configuration
+			condIs(mr, v1alpha1.ConditionProgrammed, metav1.ConditionTrue, kube.ReasonProgrammed)
 	})
 
 	// Subsets: each subset cluster's endpoints are exactly the Pods with its label.

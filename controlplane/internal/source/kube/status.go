@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/meltemi-mesh/meltemi/controlplane/api/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/controlplane/internal/controller"
 	"github.com/meltemi-mesh/meltemi/controlplane/internal/model"
 )
 
@@ -26,15 +27,10 @@ const (
 	ReasonResolvedRefs = "ResolvedRefs"
 	ReasonProgrammed   = "Programmed"
 	ReasonRejected     = "Rejected"
+	// ReasonPending: no data-plane client has accepted the configuration made from the
+	// object (none uses it yet, or the current version is still on its way).
+	ReasonPending = "Pending"
 )
-
-// ObjectStatus is the controller's verdict on one object: its problems and, if the data plane
-// rejected configuration derived from it, the NACK's message.
-type ObjectStatus struct {
-	Ref      model.ObjectRef
-	Problems []model.Problem
-	Nack     string
-}
 
 // StatusWriter writes conditions and observedGeneration into the status subresource of our
 // MetaRouters and ApplicationProtocols (group metaprotocol.meltemi.io). It never writes
@@ -67,7 +63,7 @@ func NewStatusWriter(cfg *rest.Config, reader client.Reader, log *slog.Logger) (
 // status already says the same, objects that are gone, and verdicts about an older
 // generation than the object's current one (a newer verdict follows). Failures are logged,
 // not returned: the next report tries again.
-func (w *StatusWriter) Report(ctx context.Context, statuses []ObjectStatus) {
+func (w *StatusWriter) Report(ctx context.Context, statuses []controller.ObjectStatus) {
 	for i := range statuses {
 		if err := w.write(ctx, &statuses[i]); err != nil {
 			w.log().Error("write status", "object", statuses[i].Ref.String(), "err", err)
@@ -87,7 +83,7 @@ func owned(ref model.ObjectRef) bool {
 	return ref.Group == v1alpha1.GroupVersion.Group && (ref.Kind == "MetaRouter" || ref.Kind == "ApplicationProtocol")
 }
 
-func (w *StatusWriter) write(ctx context.Context, st *ObjectStatus) error {
+func (w *StatusWriter) write(ctx context.Context, st *controller.ObjectStatus) error {
 	if !owned(st.Ref) {
 		return nil
 	}
@@ -132,7 +128,7 @@ func (w *StatusWriter) write(ctx context.Context, st *ObjectStatus) error {
 
 // setStatus makes s describe st at generation gen and reports whether it changed. Conditions
 // keep their lastTransitionTime unless their status flips.
-func setStatus(s *v1alpha1.Status, gen int64, st *ObjectStatus) bool {
+func setStatus(s *v1alpha1.Status, gen int64, st *controller.ObjectStatus) bool {
 	changed := s.ObservedGeneration != gen
 	s.ObservedGeneration = gen
 	for _, c := range desiredConditions(gen, st) {
@@ -145,7 +141,7 @@ func setStatus(s *v1alpha1.Status, gen int64, st *ObjectStatus) bool {
 	return changed
 }
 
-func desiredConditions(gen int64, st *ObjectStatus) []metav1.Condition {
+func desiredConditions(gen int64, st *controller.ObjectStatus) []metav1.Condition {
 	cond := func(typ, okReason string) metav1.Condition {
 		c := metav1.Condition{Type: typ, Status: metav1.ConditionTrue, Reason: okReason, ObservedGeneration: gen}
 		var msgs []string
@@ -168,10 +164,15 @@ func desiredConditions(gen int64, st *ObjectStatus) []metav1.Condition {
 		return c
 	}
 	programmed := cond(v1alpha1.ConditionProgrammed, ReasonProgrammed)
-	if st.Nack != "" {
+	switch {
+	case st.Nack != "":
 		programmed.Status = metav1.ConditionFalse
 		programmed.Reason = ReasonRejected
 		programmed.Message = truncate(st.Nack)
+	case programmed.Status == metav1.ConditionTrue && !st.Programmed:
+		programmed.Status = metav1.ConditionFalse
+		programmed.Reason = ReasonPending
+		programmed.Message = "no data-plane client has accepted the configuration made from it yet"
 	}
 	return []metav1.Condition{
 		cond(v1alpha1.ConditionAccepted, ReasonAccepted),

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1alpha1 "github.com/meltemi-mesh/meltemi/controlplane/api/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/controlplane/internal/controller"
 	"github.com/meltemi-mesh/meltemi/controlplane/internal/model"
 )
 
@@ -16,7 +17,7 @@ func TestSetStatus(t *testing.T) {
 	ref := model.ObjectRef{Group: v1alpha1.GroupVersion.Group, Kind: "MetaRouter", Namespace: "ns", Name: "r", Generation: 2}
 	var s v1alpha1.Status
 
-	if !setStatus(&s, 2, &ObjectStatus{Ref: ref}) {
+	if !setStatus(&s, 2, &controller.ObjectStatus{Ref: ref, Programmed: true}) {
 		t.Fatal("first status: changed = false")
 	}
 	if s.ObservedGeneration != 2 {
@@ -32,7 +33,7 @@ func TestSetStatus(t *testing.T) {
 	}
 
 	// The same verdict again changes nothing, so nothing is written.
-	if setStatus(&s, 2, &ObjectStatus{Ref: ref}) {
+	if setStatus(&s, 2, &controller.ObjectStatus{Ref: ref, Programmed: true}) {
 		t.Error("same status again: changed = true")
 	}
 
@@ -41,7 +42,7 @@ func TestSetStatus(t *testing.T) {
 	for i := range s.Conditions {
 		s.Conditions[i].LastTransitionTime = old
 	}
-	st := &ObjectStatus{Ref: ref, Problems: []model.Problem{
+	st := &controller.ObjectStatus{Ref: ref, Problems: []model.Problem{
 		{Object: ref, Condition: v1alpha1.ConditionResolvedRefs, Reason: "HostNotFound", Message: "no service a"},
 		{Object: ref, Condition: v1alpha1.ConditionResolvedRefs, Reason: "SubsetNotFound", Message: "no subset b"},
 	}, Nack: "bad route"}
@@ -62,6 +63,29 @@ func TestSetStatus(t *testing.T) {
 	a := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionAccepted)
 	if a.Status != metav1.ConditionTrue || !a.LastTransitionTime.Equal(&old) {
 		t.Errorf("Accepted = %+v, want True with its old lastTransitionTime", a)
+	}
+}
+
+func TestProgrammedPending(t *testing.T) {
+	ref := model.ObjectRef{Group: v1alpha1.GroupVersion.Group, Kind: "MetaRouter", Namespace: "ns", Name: "r", Generation: 1}
+	var s v1alpha1.Status
+	setStatus(&s, 1, &controller.ObjectStatus{Ref: ref})
+	p := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionProgrammed)
+	if p.Status != metav1.ConditionFalse || p.Reason != ReasonPending {
+		t.Errorf("Programmed before any ACK = %+v, want False/Pending", p)
+	}
+	// A problem about Programmed wins over Pending.
+	setStatus(&s, 1, &controller.ObjectStatus{Ref: ref, Problems: []model.Problem{{Object: ref, Condition: v1alpha1.ConditionProgrammed, Reason: "Unsupported", Message: "m"}}})
+	p = meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionProgrammed)
+	if p.Status != metav1.ConditionFalse || p.Reason != "Unsupported" {
+		t.Errorf("Programmed with a problem = %+v, want False/Unsupported", p)
+	}
+	if !setStatus(&s, 1, &controller.ObjectStatus{Ref: ref, Programmed: true}) {
+		t.Error("ACK: changed = false")
+	}
+	p = meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionProgrammed)
+	if p.Status != metav1.ConditionTrue || p.Reason != ReasonProgrammed {
+		t.Errorf("Programmed after an ACK = %+v, want True/Programmed", p)
 	}
 }
 
