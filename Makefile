@@ -18,6 +18,7 @@ all: test
 # The plugin: one shared library that stock Envoy (contrib build) loads.
 build:
 	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -o bin/meltemi.so ./plugin
+	$(GO) build -o bin/meltemi-controller ./controlplane/cmd/meltemi-controller
 
 # The demo: the plugin (in the ABI host, or in Envoy when `envoy` is on PATH) between demo
 # clients and v1/v2 Thrift and Dubbo servers. Serves until Ctrl-C.
