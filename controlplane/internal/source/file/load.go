@@ -3,6 +3,7 @@ package file
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -53,9 +54,12 @@ type fileState struct {
 	cur      []object
 	parseErr error
 	warnings []string
+	// curSum is a hash of cur, the objects, so that edits that change no object (comments,
+	// formatting, kinds the source skips) change nothing downstream.
+	curSum [sha256.Size]byte
 	// good are the objects of the last content that was valid and did not clash with an
-	// earlier file, and goodSum that content's hash: what the file contributes while its
-	// current content is invalid. nil for a file never good.
+	// earlier file, goodSum their hash: what the file contributes while its current content
+	// is invalid. nil for a file never good.
 	good    []object
 	goodSum [sha256.Size]byte
 	// problem is why the file's current content is not in effect, after assembly: parseErr,
@@ -100,6 +104,11 @@ func isManifest(name string) bool {
 func (s *state) scan(root string, enterDir func(string)) (touched, dirs []string, err error) {
 	seen := map[string]bool{}
 	var unreadable []string // directories whose files are kept as they were
+	// WalkDir does not follow a symbolic link even at the root; with a final separator the
+	// system does.
+	if fi, err := os.Lstat(root); err == nil && fi.Mode()&fs.ModeSymlink != 0 && !strings.HasSuffix(root, string(filepath.Separator)) {
+		root += string(filepath.Separator)
+	}
 	walkErr := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if path == root {
@@ -174,7 +183,25 @@ func (s *state) update(path string, data []byte, readErr error) bool {
 	}
 	st.data, st.read = data, true
 	st.cur, st.warnings, st.parseErr = s.dec.decodeFile(data)
+	if st.parseErr == nil {
+		st.curSum = objectsSum(st.cur)
+	}
 	return true
+}
+
+// objectsSum hashes decoded objects through their JSON form.
+func objectsSum(objs []object) [sha256.Size]byte {
+	h := sha256.New()
+	for _, o := range objs {
+		js, err := json.Marshal(o.obj)
+		if err != nil { // not expected of objects just decoded from JSON; never equal then
+			js = []byte(err.Error())
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00%s", o.key, len(js), js)
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
 }
 
 // assemble computes what is in effect, files in path order: the current content of each
@@ -193,7 +220,7 @@ func (s *state) assemble() (*model.Inputs, [sha256.Size]byte) {
 			if clash := firstClash(st.cur, in.Files); clash != "" {
 				st.problem = fmt.Errorf("%s is already defined in %s", clash, in.Files[clash])
 			} else {
-				st.good, st.goodSum = st.cur, sha256.Sum256(st.data)
+				st.good, st.goodSum = st.cur, st.curSum
 				effective = st.good
 			}
 		}

@@ -39,8 +39,14 @@ func (s syncWriter) Write(p []byte) (int, error) {
 // startSource runs a Source on dir (filled by the caller) and waits for its first Inputs.
 func startSource(t *testing.T, dir string) (*watched, *model.Inputs) {
 	t.Helper()
-	w := &watched{dir: dir, updates: make(chan *model.Inputs, 100), reg: prometheus.NewRegistry()}
-	src := &Source{Dir: dir, Log: slog.New(slog.NewTextHandler(syncWriter{w}, nil)), Metrics: w.reg}
+	return startSourceWith(t, &Source{Dir: dir}, prometheus.NewRegistry())
+}
+
+// startSourceWith runs src with a test logger and reg, and waits for its first Inputs.
+func startSourceWith(t *testing.T, src *Source, reg *prometheus.Registry) (*watched, *model.Inputs) {
+	t.Helper()
+	w := &watched{dir: src.Dir, updates: make(chan *model.Inputs, 100), reg: reg}
+	src.Log, src.Metrics = slog.New(slog.NewTextHandler(syncWriter{w}, nil)), reg
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx, func(in *model.Inputs) { w.updates <- in }) }()
@@ -305,18 +311,84 @@ func TestWatchDebounce(t *testing.T) {
 	w.none(t, 300*time.Millisecond)
 }
 
-// Touching a file without changing it, or changing only a file that is not a manifest,
-// pushes nothing.
+// Edits that change no object push nothing: rewriting a file as it was, comments and
+// formatting, kinds the source skips, files that are not manifests.
 func TestWatchIgnoresNonChanges(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, dir, "a.yaml", rule("a", "v1"))
 	w, _ := startSource(t, dir)
 	writeFile(t, dir, "a.yaml", rule("a", "v1"))
+	writeFile(t, dir, "a.yaml", "# a comment\n"+strings.ReplaceAll(rule("a", "v1"), "  ", "    ")+"---\n"+virtualService)
 	writeFile(t, dir, "notes.txt", "hello")
 	writeFile(t, dir, ".hidden.yaml", broken)
 	w.none(t, 300*time.Millisecond)
 	if got := w.invalid(t); got != 0 {
 		t.Errorf("files invalid %v, want 0", got)
+	}
+	if log := w.logText(); !strings.Contains(log, "VirtualService skipped") {
+		t.Errorf("no warning for the skipped kind:\n%s", log)
+	}
+}
+
+// A directory written to without pause is still applied, MaxWait after the first write.
+func TestWatchMaxWait(t *testing.T) {
+	dir := t.TempDir()
+	w, _ := startSourceWith(t, &Source{Dir: dir, Quiet: time.Hour, MaxWait: 200 * time.Millisecond}, prometheus.NewRegistry())
+	start := time.Now()
+	writeFile(t, dir, "a.yaml", rule("a", "v1"))
+	for {
+		select {
+		case in := <-w.updates:
+			if got := subsets(in); got != "a:v1" {
+				t.Errorf("update %q", got)
+			}
+			if d := time.Since(start); d < 200*time.Millisecond {
+				t.Errorf("update after %v, before MaxWait", d)
+			}
+			return
+		case <-time.After(20 * time.Millisecond):
+			if time.Since(start) > 5*time.Second {
+				t.Fatal("no update while the directory kept changing")
+			}
+			writeFile(t, dir, "other.txt", time.Now().String()) // keeps the burst going
+		}
+	}
+}
+
+// A Source restarted on the same registry shares the collectors of the first.
+func TestRunTwiceOnOneRegistry(t *testing.T) {
+	dir := t.TempDir()
+	bad := writeFile(t, dir, "bad.yaml", broken)
+	reg := prometheus.NewRegistry()
+	for i := range 2 {
+		src := &Source{Dir: dir, Log: slog.New(slog.DiscardHandler), Metrics: reg}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- src.Run(ctx, func(*model.Inputs) { cancel() }) }()
+		if err := <-done; err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+		w := &watched{reg: reg}
+		if got := w.errorsOf(bad); got != float64(i+1) {
+			t.Errorf("run %d: errors of %s %v, want %d", i, bad, got, i+1)
+		}
+	}
+}
+
+// The directory may be a symbolic link (a mounted volume's path often is).
+func TestSymlinkedDirectory(t *testing.T) {
+	real := t.TempDir()
+	writeFile(t, real, "a.yaml", rule("a", "v1"))
+	link := filepath.Join(t.TempDir(), "config")
+	mustSymlink(t, real, link)
+	in := mustLoad(t, link)
+	if got := in.Files["DestinationRule/demo/a"]; got != filepath.Join(link, "a.yaml") {
+		t.Errorf("file %q, want it under the link", got)
+	}
+	w, _ := startSource(t, link)
+	writeFile(t, real, "a.yaml", rule("a", "v2"))
+	if got := subsets(w.next(t)); got != "a:v2" {
+		t.Errorf("after an edit %q", got)
 	}
 }
 
