@@ -25,5 +25,10 @@
 // Load reads a directory once. Source.Run reads it, then watches it: a file that fails to
 // read, parse or validate is reported (log and metrics) and the last content of that file
 // that was good stays in effect, so a typo never takes routes away; a deleted file's objects
-// go away.
+// go away. Changes are noticed through fsnotify events anywhere in the tree (new
+// subdirectories are watched as they appear), coalesced until the directory has been quiet
+// for 50 ms, then the tree is read again and only files whose bytes changed are parsed again;
+// the output is called only when the objects in effect changed. Symbolic links to files are
+// followed: a ConfigMap volume's atomic swap of its "..data" link is an event in the
+// directory and is seen, but an in-place edit of a link's target outside the tree is not.
 package file
