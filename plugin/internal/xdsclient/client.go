@@ -262,7 +262,7 @@ func (c *Client) run() {
 	attempt := 0
 	for c.ctx.Err() == nil {
 		start := time.Now()
-		err := c.runStream()
+		err := c.safely("stream", c.runStream)
 		if c.ctx.Err() != nil {
 			return
 		}
@@ -499,6 +499,14 @@ func (c *Client) handle(stream adsStream, r *discoveryv3.DiscoveryResponse) erro
 	}
 	if errs := c.deliver(); len(errs) > 0 {
 		ts.resources, ts.missing = prevRes, prevMissing
+		// What the response brought for the first time and got rejected is missing: the
+		// server will not send it again until it changes, and the snapshots that need it
+		// must not wait for it.
+		for name := range got {
+			if _, ok := ts.resources[name]; !ok && wanted[t][name] {
+				ts.missing[name] = true
+			}
+		}
 		ts.nackDetail = errors.Join(errs...)
 		c.log.Error("xDS response rejected by a watcher (NACK): keeping the last accepted resources",
 			"type", r.GetTypeUrl(), "version", r.GetVersionInfo(), "err", ts.nackDetail)

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -476,5 +477,48 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestRejectedNewClusterIsMissing(t *testing.T) {
+	s := startServer(t, "127.0.0.1:0")
+	serveAB(t, s)
+	c := newClient(t, s.Addr)
+	rec := newRecorder()
+	var fixed atomic.Bool
+	rec.validate = func(s Snapshot) error {
+		if s.Clusters["evil"] != nil && !fixed.Load() {
+			return errors.New("cluster evil is evil")
+		}
+		return nil
+	}
+	defer c.WatchRoutes("r", rec.f)()
+	rec.next(t)
+	// A STATIC cluster needs no endpoints: its Cluster response completes the snapshot,
+	// and is the one NACKed.
+	xdstest.Set(t, s.Clusters, "evil", &clusterv3.Cluster{Name: "evil",
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		LoadAssignment:       cla("evil", 6666)})
+	xdstest.Set(t, s.Routes, "r", routeTo("r", "a", "evil"))
+	snap := rec.next(t)
+	if snap.Clusters["evil"] != nil || !slices.Equal(snap.MissingClusters, []string{"evil"}) || snap.Clusters["a"] == nil {
+		t.Fatalf("after a rejected cluster: clusters %v missing %v", slices.Sorted(mapKeys(snap.Clusters)), snap.MissingClusters)
+	}
+	waitFor(t, "NACK of the clusters", func() bool {
+		for _, r := range s.Requests(apiv1alpha1.ClusterTypeURL) {
+			if strings.Contains(r.GetErrorDetail().GetMessage(), "cluster evil is evil") {
+				return true
+			}
+		}
+		return false
+	})
+	// Fixed on the server: delivered.
+	xdstest.Set(t, s.Clusters, "evil", edsCluster("evil"))
+	xdstest.Set(t, s.Endpoints, "evil", cla("evil", 7777))
+	fixed.Store(true)
+	for snap = rec.next(t); snap.Endpoints["evil"] == nil; snap = rec.next(t) {
+	}
+	if !slices.Equal(ports(snap.Endpoints["evil"]), []uint32{7777}) {
+		t.Fatalf("fixed cluster endpoints %v", ports(snap.Endpoints["evil"]))
 	}
 }
