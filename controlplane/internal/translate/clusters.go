@@ -73,7 +73,7 @@ func (t *translator) serviceClusters(s *model.Service) {
 
 	for _, p := range s.Ports {
 		eps := t.portEndpoints(s, p)
-		t.addCluster(s.Hostname, p.Number, "", servicePolicy, eps, origins)
+		t.addCluster(s.Hostname, p.Number, "", servicePolicy, eps, origins, drRef)
 		for i, ss := range subsets {
 			var selected []*endpoint
 			for _, e := range eps {
@@ -81,7 +81,7 @@ func (t *translator) serviceClusters(s *model.Service) {
 					selected = append(selected, e)
 				}
 			}
-			t.addCluster(s.Hostname, p.Number, ss.Name, subsetPolicies[i], selected, origins)
+			t.addCluster(s.Hostname, p.Number, ss.Name, subsetPolicies[i], selected, origins, drRef)
 		}
 	}
 }
@@ -184,8 +184,16 @@ func hasLabels(labels, selector map[string]string) bool {
 
 // addCluster adds the cluster named after port, subset and host, and its endpoints.
 // eps are sorted by locality then address.
-func (t *translator) addCluster(host string, port uint32, subset string, tp *model.TrafficPolicy, eps []*endpoint, origins []model.ObjectRef) {
+func (t *translator) addCluster(host string, port uint32, subset string, tp *model.TrafficPolicy, eps []*endpoint, origins []model.ObjectRef, drRef model.ObjectRef) {
 	name := apiv1alpha1.ResourceName(apiv1alpha1.Outbound, port, subset, host)
+	if tp != nil && tp.LB == model.LBMaglev && tp.MaglevTableSize != 0 && tp.MaglevTableSize <= uint64(len(eps)) {
+		// The table must be larger than the endpoints; it is for this cluster only.
+		t.problem(drRef, v1alpha1.ConditionAccepted, ReasonInvalid,
+			"cluster %q: Maglev table size %d is not larger than its %d endpoints: using the default", name, tp.MaglevTableSize, len(eps))
+		small := *tp
+		small.MaglevTableSize = 0
+		tp = &small
+	}
 	t.res.Clusters[name] = cluster(name, tp)
 	t.res.Origins[OriginKey(apiv1alpha1.ClusterTypeURL, name)] = origins
 
@@ -270,12 +278,42 @@ func (t *translator) checkPolicy(tp *model.TrafficPolicy, dr model.ObjectRef, ho
 			"%s: unknown load balancer %q: using the default", where, tp.LB)
 		out.LB = ""
 	}
+	// The plugin's limits (plugin/engine/lb, plugin/internal/translate): beyond them it
+	// rejects the cluster, and with it every update until the cluster changes.
+	if tp.RingMinSize > maxRingSize {
+		t.problem(dr, v1alpha1.ConditionAccepted, ReasonInvalid,
+			"%s: minimum ring size %d is more than %d: using the default", where, tp.RingMinSize, maxRingSize)
+		out.RingMinSize = 0
+	}
+	if v := tp.MaglevTableSize; v != 0 && (v > maxMaglevTableSize || !isPrime(v)) {
+		t.problem(dr, v1alpha1.ConditionAccepted, ReasonInvalid,
+			"%s: Maglev table size %d is not a prime up to %d: using the default", where, v, maxMaglevTableSize)
+		out.MaglevTableSize = 0
+	}
 	if tp.ConnectTimeout < 0 {
 		t.problem(dr, v1alpha1.ConditionAccepted, ReasonInvalid,
 			"%s: negative connect timeout %v: using the default", where, tp.ConnectTimeout)
 		out.ConnectTimeout = 0
 	}
 	return &out
+}
+
+// Limits of the plugin's hashing load balancers.
+const (
+	maxRingSize        = 1 << 23
+	maxMaglevTableSize = 5000011
+)
+
+func isPrime(n uint64) bool {
+	if n < 2 {
+		return false
+	}
+	for d := uint64(2); d*d <= n; d++ {
+		if n%d == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // cluster builds an EDS cluster; only what the policy sets is set, the rest is the

@@ -482,8 +482,21 @@ func TestInvalidRouterFallsBack(t *testing.T) {
 		!hasProblem(policy.Problems, "Service", v1alpha1.ConditionAccepted, ReasonUnsupportedAddress, "nonsense") {
 		t.Errorf("problems %v", policy.Problems)
 	}
-	if n := len(policy.Endpoints[name(20880, "", echo)].GetEndpoints()[0].GetLbEndpoints()); n != 1 {
-		t.Errorf("%d endpoints, want the valid one only", n)
+	if n := len(policy.Endpoints[name(20880, "", echo)].GetEndpoints()[0].GetLbEndpoints()); n != 3 {
+		t.Errorf("%d endpoints, want the 3 valid ones only", n)
+	}
+	for subset, text := range map[string]string{
+		"big-ring":    "minimum ring size 8388609",
+		"not-prime":   "Maglev table size 65536 is not a prime",
+		"small-table": "Maglev table size 2 is not larger than its 2 endpoints",
+	} {
+		c := policy.Clusters[name(20880, subset, echo)]
+		if c.GetLbConfig() != nil || c.GetLbPolicy() == clusterv3.Cluster_ROUND_ROBIN {
+			t.Errorf("%s: %v: want the hashing policy without its size", subset, c)
+		}
+		if !hasProblem(policy.Problems, "DestinationRule", v1alpha1.ConditionAccepted, ReasonInvalid, text) {
+			t.Errorf("no problem %q in %v", text, policy.Problems)
+		}
 	}
 }
 
