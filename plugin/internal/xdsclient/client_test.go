@@ -5,9 +5,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -520,5 +523,72 @@ func TestRejectedNewClusterIsMissing(t *testing.T) {
 	}
 	if !slices.Equal(ports(snap.Endpoints["evil"]), []uint32{7777}) {
 		t.Fatalf("fixed cluster endpoints %v", ports(snap.Endpoints["evil"]))
+	}
+}
+
+func TestBackoffBounds(t *testing.T) {
+	c := &Client{opts: Options{}}
+	c.opts.defaults()
+	prevMax := time.Duration(0)
+	for n := range 20 {
+		want := min(250*time.Millisecond<<n, 30*time.Second)
+		if n > 10 {
+			want = 30 * time.Second
+		}
+		for range 50 {
+			d := c.backoff(n)
+			if d < want/2 || d > want {
+				t.Fatalf("attempt %d: delay %v outside [%v, %v]", n, d, want/2, want)
+			}
+		}
+		if want < prevMax {
+			t.Fatalf("attempt %d: bound %v shrank", n, want)
+		}
+		prevMax = want
+	}
+}
+
+func TestNodeFromEnv(t *testing.T) {
+	t.Setenv("MELTEMI_NODE_ID", "")
+	t.Setenv("POD_NAME", "")
+	t.Setenv("POD_NAMESPACE", "")
+	t.Setenv("MELTEMI_NODE_CLUSTER", "")
+	if n := NodeFromEnv(); !strings.HasPrefix(n.GetId(), "meltemi~") || !strings.HasSuffix(n.GetId(), "~"+strconv.Itoa(os.Getpid())) || n.GetUserAgentName() != "meltemi" {
+		t.Errorf("default node %v", n)
+	}
+	t.Setenv("POD_NAME", "echo-7d9")
+	t.Setenv("POD_NAMESPACE", "demo")
+	t.Setenv("MELTEMI_NODE_CLUSTER", "east")
+	if n := NodeFromEnv(); n.GetId() != "echo-7d9.demo" || n.GetCluster() != "east" {
+		t.Errorf("pod node %v", n)
+	}
+	t.Setenv("MELTEMI_NODE_ID", "explicit")
+	if n := NodeFromEnv(); n.GetId() != "explicit" {
+		t.Errorf("explicit node %v", n)
+	}
+}
+
+// A watcher that blocks stalls only the client's goroutine: WatchRoutes and cancel, which
+// Envoy's threads call, return at once.
+func TestCallersNeverBlock(t *testing.T) {
+	s := startServer(t, "127.0.0.1:0")
+	serveAB(t, s)
+	c := newClient(t, s.Addr)
+	entered, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	var once sync.Once
+	defer c.WatchRoutes("r", func(Snapshot) error {
+		once.Do(func() { close(entered) })
+		<-release
+		return nil
+	})()
+	<-entered
+	start := time.Now()
+	for i := range 100 {
+		cancel := c.WatchRoutes("r"+strconv.Itoa(i), func(Snapshot) error { return nil })
+		cancel()
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("100 watch/cancel took %v while a watcher blocks", d)
 	}
 }
