@@ -158,7 +158,7 @@ func (t *translator) routeConfiguration(s *model.Service, p *model.Port, r *mode
 	var rc *apiv1alpha1.RouteConfiguration
 	if r != nil {
 		origins = append(origins, r.Source)
-		rc = t.routerConfiguration(name, p.Number, r)
+		rc = t.routerConfiguration(name, p, r)
 	}
 	if rc == nil {
 		rc = &apiv1alpha1.RouteConfiguration{
@@ -175,7 +175,7 @@ func (t *translator) routeConfiguration(s *model.Service, p *model.Port, r *mode
 
 // routerConfiguration translates a router for the service port named name, or returns nil
 // (and records why) when the result would be invalid.
-func (t *translator) routerConfiguration(name string, port uint32, r *model.Router) *apiv1alpha1.RouteConfiguration {
+func (t *translator) routerConfiguration(name string, p *model.Port, r *model.Router) *apiv1alpha1.RouteConfiguration {
 	var errs []string
 	invalid := func(path, format string, args ...any) {
 		errs = append(errs, path+": "+fmt.Sprintf(format, args...))
@@ -201,7 +201,7 @@ func (t *translator) routerConfiguration(name string, port uint32, r *model.Rout
 		weighted := make([]*apiv1alpha1.ClusterWeight, 0, len(mr.Route))
 		for j := range mr.Route {
 			d := &mr.Route[j]
-			cluster, ok := t.destination(r, name, destPath{route: i, dest: j}, &d.Destination, port)
+			cluster, ok := t.destination(r, name, destPath{route: i, dest: j}, &d.Destination, p)
 			if !ok {
 				continue
 			}
@@ -241,7 +241,7 @@ func (t *translator) routerConfiguration(name string, port uint32, r *model.Rout
 		}
 
 		if mr.Mirror != nil {
-			if cluster, ok := t.destination(r, name, destPath{route: i, dest: -1}, mr.Mirror, port); ok {
+			if cluster, ok := t.destination(r, name, destPath{route: i, dest: -1}, mr.Mirror, p); ok {
 				mirror := &apiv1alpha1.RequestMirrorPolicy{Cluster: cluster}
 				if pct := mr.MirrorPercentage; pct != nil {
 					mirror.RuntimeFractionPercent = doubleValue(pct.Value)
@@ -301,7 +301,8 @@ func (t *translator) routerConfiguration(name string, port uint32, r *model.Rout
 // route configuration rcName, which a destination without a port keeps when its host has
 // it. Only that case names rcName in its problem: the others are the same for every port,
 // and reported once.
-func (t *translator) destination(r *model.Router, rcName string, path destPath, d *v1alpha1.Destination, port uint32) (string, bool) {
+func (t *translator) destination(r *model.Router, rcName string, path destPath, d *v1alpha1.Destination, from *model.Port) (string, bool) {
+	port := from.Number
 	s := t.services[d.Host]
 	if s == nil {
 		t.problemOnce(r.Source, v1alpha1.ConditionResolvedRefs, ReasonBackendNotFound,
@@ -328,6 +329,14 @@ func (t *translator) destination(r *model.Router, rcName string, path destPath, 
 				path, d.Host, port, rcName)
 			return "", false
 		}
+	}
+	// The plugin of the route configuration's port decodes requests with its codec and
+	// sends them as they are: the destination must speak the same.
+	if dp.Codec != from.Codec {
+		t.problem(r.Source, v1alpha1.ConditionResolvedRefs, ReasonPortNotFound,
+			"%s: port %d of host %q speaks %s (codec %q), not %s (codec %q) as the route configuration %q",
+			path, dp.Number, d.Host, dp.Protocol, dp.Codec, from.Protocol, from.Codec, rcName)
+		return "", false
 	}
 	if d.Subset != "" && !slices.ContainsFunc(s.Subsets, func(ss model.Subset) bool { return ss.Name == d.Subset }) {
 		t.problemOnce(r.Source, v1alpha1.ConditionResolvedRefs, ReasonSubsetNotFound,

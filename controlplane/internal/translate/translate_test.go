@@ -582,3 +582,13 @@ func TestBuildProblemsNotRepeated(t *testing.T) {
 		t.Errorf("translator problems missing: %v", res.Problems)
 	}
 }
+
+func TestProtocolMismatch(t *testing.T) {
+	res := translateCase(t, "protocol-mismatch")
+	if r := res.Routes[name(20880, "", echo)].GetRoutes(); len(r) != 1 || r[0].GetName() != DefaultRouteName {
+		t.Errorf("routes %v: want the default route", r)
+	}
+	if !hasProblem(res.Problems, "MetaRouter", v1alpha1.ConditionResolvedRefs, ReasonPortNotFound, "speaks thrift") {
+		t.Errorf("problems %v", res.Problems)
+	}
+}
