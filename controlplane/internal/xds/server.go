@@ -288,8 +288,8 @@ func (s *Server) apply(r *translate.Resources) {
 		s.metrics.resources.WithLabelValues(t).Set(float64(len(c.hashes)))
 	}
 
-	// Publish the hashes before the caches push, so that an ACK that races the push finds
-	// the hash it acknowledges.
+	// Publish the hashes and resources before the caches push, so that an ACK that races
+	// the push finds the hash it acknowledges.
 	hashes := make(map[string]map[string]string, len(TypeURLs))
 	for t, c := range changes {
 		hashes[t] = c.hashes
@@ -297,6 +297,7 @@ func (s *Server) apply(r *translate.Resources) {
 	s.stateMu.Lock()
 	s.hashes = hashes
 	s.stateMu.Unlock()
+	s.applied.Store(r)
 
 	// Make before break: new and changed resources in dependency order (clusters, endpoints,
 	// routes), then removals in the reverse order, so that a route never names a cluster the
@@ -321,7 +322,6 @@ func (s *Server) apply(r *translate.Resources) {
 		}
 	}
 
-	s.applied.Store(r)
 	v := s.version.Add(1)
 	s.metrics.applies.Inc()
 	s.metrics.applyDuration.Observe(time.Since(start).Seconds())

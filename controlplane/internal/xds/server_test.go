@@ -478,7 +478,9 @@ func TestNack(t *testing.T) {
 }
 
 func TestDebounceCoalesces(t *testing.T) {
-	s := startServer(t, Options{Debounce: 100 * time.Millisecond, MaxDebounce: time.Second})
+	// 10 updates within ~50 ms; a debounce longer than the default keeps a slow scheduler
+	// from splitting them.
+	s := startServer(t, Options{Debounce: 250 * time.Millisecond, MaxDebounce: time.Second})
 	c := newSotw(t, s.addr)
 	c.send(&discoveryv3.DiscoveryRequest{TypeUrl: routeT, ResourceNames: []string{"r1"}})
 	c.ack(routeT, []string{"r1"}, c.recv()) // the initial, empty response
@@ -501,14 +503,14 @@ func TestDebounceCoalesces(t *testing.T) {
 }
 
 func TestMaxDebounce(t *testing.T) {
-	const maxDebounce = 300 * time.Millisecond
+	const maxDebounce = 400 * time.Millisecond
 	applied := make(chan time.Time, 100)
-	s := NewServer(Options{Debounce: 100 * time.Millisecond, MaxDebounce: maxDebounce, OnApply: func(*translate.Resources) {
+	s := NewServer(Options{Debounce: 200 * time.Millisecond, MaxDebounce: maxDebounce, OnApply: func(*translate.Resources) {
 		applied <- time.Now()
 	}})
 	start := time.Now()
-	stop := time.After(time.Second)
-	// Updates every 20 ms never leave the 100 ms debounce quiet: only MaxDebounce applies.
+	stop := time.After(1300 * time.Millisecond)
+	// Updates every 20 ms never leave the 200 ms debounce quiet: only MaxDebounce applies.
 	for i := 0; ; i++ {
 		select {
 		case <-stop:
@@ -528,7 +530,7 @@ func TestMaxDebounce(t *testing.T) {
 			t.Fatalf("%d applies, want at least 3 (one per max debounce under continuous updates, one after)", len(times))
 		}
 	}
-	if d := times[0].Sub(start); d < maxDebounce-20*time.Millisecond || d > maxDebounce+200*time.Millisecond {
+	if d := times[0].Sub(start); d < maxDebounce-20*time.Millisecond || d > maxDebounce+300*time.Millisecond {
 		t.Fatalf("first apply after %v under continuous updates, want about %v", d, maxDebounce)
 	}
 }
