@@ -1,9 +1,13 @@
 package demo
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -17,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/dynamicpb"
 	"google.golang.org/protobuf/types/known/anypb"
+	"gopkg.in/yaml.v3"
 
 	apiv1alpha1 "github.com/meltemi-mesh/meltemi/plugin/api/v1alpha1"
 )
@@ -24,21 +29,23 @@ import (
 // configDir is envoy-config/, relative to this package.
 const configDir = "../../envoy-config"
 
-// demoListeners are the demo's listeners and the plugin configuration file of each.
-var demoListeners = []struct{ addr, file, protocol string }{
-	{"127.0.0.1:9090", "filters/thrift.yaml", "thrift"},
-	{"127.0.0.1:20880", "filters/dubbo.yaml", "dubbo"},
+// demoListeners are the demo's listeners, the plugin configuration file of each, and the file
+// of envoy-config/demo holding the ServiceEntry whose routes the listener serves.
+var demoListeners = []struct{ addr, file, protocol, mesh string }{
+	{"127.0.0.1:9090", "filters/thrift.yaml", "thrift", "demo/thrift-echo.yaml"},
+	{"127.0.0.1:20880", "filters/dubbo.yaml", "dubbo", "demo/dubbo-echo.yaml"},
 }
 
-// TestDemoConfigs checks that each demo configuration is a valid FilterConfig, routes as the
-// demo says, and survives the trip through the Any that the plugin receives.
+// controllerXDS is the address of the controller's xDS server in the demo (hack/run-demo.sh
+// starts it there).
+const controllerXDS = "127.0.0.1:15010"
+
+// TestDemoConfigs checks that each demo configuration is a valid FilterConfig that takes its
+// routes from the controller, names the route configuration the controller serves for the
+// listener's service (its ServiceEntry in envoy-config/demo, at the listener's port), and
+// survives the trip through the Any that the plugin receives. What those routes do is checked
+// end to end by TestRunDemo.
 func TestDemoConfigs(t *testing.T) {
-	// Where each listener must send the request that carries the v2 marker, and the rest.
-	wantV2 := map[string][2]string{
-		"thrift": {"version=v2", "127.0.0.1:9092"},
-		"dubbo":  {"version=2.0.0", "127.0.0.1:20882"},
-	}
-	wantV1 := map[string]string{"thrift": "127.0.0.1:9091", "dubbo": "127.0.0.1:20881"}
 	for _, l := range demoListeners {
 		path := filepath.Join(configDir, l.file)
 		cfg, _, err := LoadFilterConfig(path)
@@ -48,26 +55,21 @@ func TestDemoConfigs(t *testing.T) {
 		if cfg.GetProtocol() != l.protocol {
 			t.Errorf("%s: protocol %q, want %q", path, cfg.GetProtocol(), l.protocol)
 		}
-		endpoint := map[string]string{}
-		for _, c := range cfg.GetClusters() {
-			if len(c.GetEndpoints()) != 1 {
-				t.Fatalf("%s: cluster %s has %d endpoints, want 1", path, c.GetName(), len(c.GetEndpoints()))
-			}
-			endpoint[c.GetName()] = c.GetEndpoints()[0].GetAddress()
+		if cfg.GetRouteConfig() != nil || len(cfg.GetClusters()) != 0 {
+			t.Errorf("%s: inline routes or clusters; want everything from the controller", path)
 		}
-		routes := cfg.GetRouteConfig().GetRoutes()
-		if len(routes) != 2 {
-			t.Fatalf("%s: %d routes, want 2 (v2 match, then the rest)", path, len(routes))
+		_, port, err := net.SplitHostPort(l.addr)
+		if err != nil {
+			t.Fatal(err)
 		}
-		m := routes[0].GetMatch().GetAttributes()
-		if len(m) != 1 || m[0].GetName()+"="+m[0].GetExact() != wantV2[l.protocol][0] || m[0].GetInvert() {
-			t.Errorf("%s: first route matches %v, want %s", path, m, wantV2[l.protocol][0])
+		host := serviceEntryHost(t, filepath.Join(configDir, l.mesh), l.protocol, port)
+		n, _ := strconv.ParseUint(port, 10, 32)
+		want := apiv1alpha1.ResourceName(apiv1alpha1.Outbound, uint32(n), "", host)
+		if got := cfg.GetRds().GetRouteConfigName(); got != want {
+			t.Errorf("%s: rds.route_config_name %q, want %q (the routes of %s)", path, got, want, l.mesh)
 		}
-		if got := endpoint[routes[0].GetRoute().GetCluster()]; got != wantV2[l.protocol][1] {
-			t.Errorf("%s: first route goes to %q, want %s", path, got, wantV2[l.protocol][1])
-		}
-		if len(routes[1].GetMatch().GetAttributes()) != 0 || endpoint[routes[1].GetRoute().GetCluster()] != wantV1[l.protocol] {
-			t.Errorf("%s: second route %v, want every request to %s", path, routes[1], wantV1[l.protocol])
+		if got := cfg.GetRds().GetConfigSource(); got != controllerXDS {
+			t.Errorf("%s: rds.config_source %q, want the demo controller's %s", path, got, controllerXDS)
 		}
 
 		b, err := PluginConfig(path)
@@ -86,6 +88,50 @@ func TestDemoConfigs(t *testing.T) {
 			t.Errorf("%s: the plugin would read %v, want %v", path, got, cfg)
 		}
 	}
+}
+
+// serviceEntryHost returns the host of the one ServiceEntry in the manifest file path that
+// has a port number port named for protocol ("tcp-<protocol>...", the convention that makes
+// the controller serve it).
+func serviceEntryHost(t *testing.T, path, protocol, port string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	type serviceEntry struct {
+		Kind string
+		Spec struct {
+			Hosts []string
+			Ports []struct {
+				Number int
+				Name   string
+			}
+		}
+	}
+	var hosts []string
+	dec := yaml.NewDecoder(f)
+	for {
+		var se serviceEntry
+		if err := dec.Decode(&se); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if se.Kind != "ServiceEntry" {
+			continue
+		}
+		for _, p := range se.Spec.Ports {
+			if strconv.Itoa(p.Number) == port && strings.HasPrefix(p.Name, "tcp-"+protocol) {
+				hosts = append(hosts, se.Spec.Hosts...)
+			}
+		}
+	}
+	if len(hosts) != 1 {
+		t.Fatalf("%s: ServiceEntry hosts with a %s port %s: %v, want one", path, protocol, port, hosts)
+	}
+	return hosts[0]
 }
 
 func TestPluginConfigRejectsInvalid(t *testing.T) {
