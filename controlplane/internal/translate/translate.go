@@ -40,8 +40,9 @@ const (
 // DefaultRouteName is the name of the single route of a service port no router routes.
 const DefaultRouteName = "default"
 
-// Translate turns a model into xDS resources. It does not modify the model. The resources
-// may share immutable sub-messages; callers must not modify them.
+// Translate turns a model into xDS resources. It does not modify the model. Resources
+// share sub-messages (an endpoint is in its cluster and its subsets' clusters) and origin
+// slices: callers must not modify them.
 //
 // Every route configuration it returns is valid (RouteConfiguration.Validate) against the
 // clusters it returns: a router whose routes would not be is replaced by the default route
