@@ -50,6 +50,10 @@ type Parser struct {
 	// XDS configures the xDS clients of RDS configurations; the zero value is the
 	// production setting (see xdsclient.Options). Its Logger defaults to Log.
 	XDS xdsclient.Options
+	// InitialFetchTimeout bounds how long the requests of an RDS configuration wait for its
+	// first routes, as Envoy's initial_fetch_timeout; then they get no_route errors until
+	// routes arrive. 0 means engine.DefaultInitialFetchTimeout (15 s).
+	InitialFetchTimeout time.Duration
 
 	registryErr error
 	seq         atomic.Uint64 // numbers configurations in logs, as Envoy numbers their ids
@@ -142,7 +146,10 @@ func (p *Parser) build(a *anypb.Any, log *slog.Logger) (*FilterConfig, error) {
 		}
 	}
 	fc := &FilterConfig{log: log}
-	eng, err := engine.New(ec, engine.Options{Dialer: dialer{dial: p.Dial, fc: fc}, Logger: log})
+	eng, err := engine.New(ec, engine.Options{Dialer: dialer{dial: p.Dial, fc: fc}, Logger: log,
+		// Like a listener warming on RDS in Envoy: the first requests wait for the routes
+		// instead of failing while the control plane answers.
+		WaitForUpdate: cfg.GetRds() != nil, InitialFetchTimeout: p.InitialFetchTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("plugin_config: %w", err)
 	}

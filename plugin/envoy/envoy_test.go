@@ -110,7 +110,7 @@ func newParser(t *testing.T, env *fakeEnvoy) *Parser {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	p := &Parser{Registry: reg, Dial: env.Dial, Log: log, XDS: xdsclient.Options{
+	p := &Parser{Registry: reg, Dial: env.Dial, Log: log, InitialFetchTimeout: 300 * time.Millisecond, XDS: xdsclient.Options{
 		Logger: log, MissingTimeout: 300 * time.Millisecond,
 		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
 	}}

@@ -236,3 +236,41 @@ func TestRDSDefaultAddressFromEnvironment(t *testing.T) {
 	fc := filterConfig(t, newParser(t, env), configAny(t, `{"protocol": "thrift", "rds": {"route_config_name": "r"}}`))
 	(&upstreams{env: env}).sendUntil(t, fc, "echo", "127.0.0.1:9093")
 }
+
+// A request that arrives before the first routes waits for them, as connections to an
+// Envoy listener warming on RDS do, and is then routed.
+func TestRDSRequestBeforeRoutesWaitsForThem(t *testing.T) {
+	s := xdstest.Start(t, "127.0.0.1:0")
+	env := &fakeEnvoy{}
+	p := newParser(t, env)
+	p.InitialFetchTimeout = 10 * time.Second
+	fc := filterConfig(t, p, configAny(t, rdsConfig("r", s.Addr)))
+	down := &fakeConn{}
+	f := fc.CreateFilter(down)
+	f.OnNewConnection()
+	defer f.OnEvent(api.RemoteClose)
+	f.OnData(framed(thriftCall, "echo", 1, stringStruct(1, "x")), false)
+	time.Sleep(200 * time.Millisecond)
+	if got := down.written(); len(got) != 0 {
+		t.Fatalf("answered before any route arrived: %q", got)
+	}
+
+	const echo = "outbound|9090||echo.demo"
+	xdstest.Set(t, s.Clusters, echo, xdsCluster(echo))
+	xdstest.Set(t, s.Endpoints, echo, xdsEndpoints(echo, 9091))
+	xdstest.Set(t, s.Routes, "r", xdsRoutes("r", methodRoute("echo", echo)))
+	waitFor(t, "the held request to be dialed upstream", func() bool {
+		env.mu.Lock()
+		defer env.mu.Unlock()
+		return len(env.dials) > 0 && env.dials[0].addr == "127.0.0.1:9091"
+	})
+	env.mu.Lock()
+	d := env.dials[0]
+	env.mu.Unlock()
+	up := &fakeConn{}
+	d.f.OnPoolReady(up)
+	waitFor(t, "the held request upstream", func() bool { return bytes.Contains(up.written(), []byte("echo")) })
+	if got := down.written(); len(got) != 0 {
+		t.Fatalf("the held request was answered locally: %q", got)
+	}
+}
