@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -552,4 +553,71 @@ func TestNameField(t *testing.T) {
 	if got := nameField([]byte{0xff}); got != "" {
 		t.Errorf("garbage: %q", got)
 	}
+}
+
+// scaleResources is the scale target's resource set: services route configurations of 5
+// routes, each service with 3 clusters (all endpoints and two subsets) of 10 endpoints.
+func scaleResources(services int, tag string) *translate.Resources {
+	r := &translate.Resources{
+		Routes:    make(map[string]*apiv1alpha1.RouteConfiguration, services),
+		Clusters:  make(map[string]*clusterv3.Cluster, 3*services),
+		Endpoints: make(map[string]*endpointv3.ClusterLoadAssignment, 3*services),
+	}
+	for i := range services {
+		host := "svc-" + strconv.Itoa(i) + ".demo.svc.cluster.local"
+		rname := apiv1alpha1.ResourceName(apiv1alpha1.Outbound, 20880, "", host)
+		rc := &apiv1alpha1.RouteConfiguration{Name: rname}
+		for j := range 5 {
+			rc.Routes = append(rc.Routes, &apiv1alpha1.Route{Name: tag + strconv.Itoa(j),
+				Route: &apiv1alpha1.RouteAction{ClusterSpecifier: &apiv1alpha1.RouteAction_Cluster{Cluster: rname}}})
+		}
+		r.Routes[rname] = rc
+		for _, subset := range []string{"", "v1", "v2"} {
+			name := apiv1alpha1.ResourceName(apiv1alpha1.Outbound, 20880, subset, host)
+			r.Clusters[name] = &clusterv3.Cluster{Name: name, ConnectTimeout: durationpb.New(time.Second)}
+			cla := &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{{}}}
+			for k := range 10 {
+				cla.Endpoints[0].LbEndpoints = append(cla.Endpoints[0].LbEndpoints, &endpointv3.LbEndpoint{
+					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+						Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+							Address: "10.0." + strconv.Itoa(i%250) + "." + strconv.Itoa(k), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 20880}}}},
+					}},
+				})
+			}
+			r.Endpoints[name] = cla
+		}
+	}
+	return r
+}
+
+// BenchmarkApply1000Services: hashing 1,000 services' resources (7,000 resources) and
+// handing the changed ones to the caches, when all changed and when one route changed.
+func BenchmarkApply1000Services(b *testing.B) {
+	a, c := scaleResources(1000, "a"), scaleResources(1000, "b")
+	one := scaleResources(1000, "a")
+	for name := range one.Routes {
+		one.Routes[name] = &apiv1alpha1.RouteConfiguration{Name: name}
+		break
+	}
+	b.Run("all-changed", func(b *testing.B) {
+		s := NewServer(Options{})
+		for i := 0; b.Loop(); i++ {
+			if i%2 == 0 {
+				s.apply(a)
+			} else {
+				s.apply(c)
+			}
+		}
+	})
+	b.Run("one-changed", func(b *testing.B) {
+		s := NewServer(Options{})
+		s.apply(a)
+		for i := 0; b.Loop(); i++ {
+			if i%2 == 0 {
+				s.apply(one)
+			} else {
+				s.apply(a)
+			}
+		}
+	})
 }
