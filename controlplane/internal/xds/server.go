@@ -304,6 +304,14 @@ func (s *Server) apply(r *translate.Resources) {
 	}
 	s.stateMu.Lock()
 	s.hashes = hashes
+	// A NACK concerns one version of a resource: forget those of versions no longer served.
+	for t, nm := range s.nacks {
+		for name, n := range nm {
+			if hashes[t][name] != n.hash {
+				delete(nm, name)
+			}
+		}
+	}
 	s.stateMu.Unlock()
 	s.applied.Store(r)
 

@@ -621,3 +621,60 @@ func BenchmarkApply1000Services(b *testing.B) {
 		}
 	})
 }
+
+// TestServeStopsWithOpenStreams: cancelling Serve's context closes open streams (sotw and
+// delta) and Serve returns promptly.
+func TestServeStopsWithOpenStreams(t *testing.T) {
+	s := NewServer(Options{Debounce: 10 * time.Millisecond})
+	s.Update(resources(map[string]string{"r1": "a"}, nil))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, l) }()
+
+	c := newSotw(t, l.Addr().String())
+	c.send(&discoveryv3.DiscoveryRequest{TypeUrl: routeT, ResourceNames: []string{"r1"}})
+	c.recv()
+	d := newDelta(t, l.Addr().String())
+	d.send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: routeT, ResourceNamesSubscribe: []string{"r1"}})
+	d.recv()
+	if n := s.Streams(); n != 2 {
+		t.Fatalf("%d streams, want 2", n)
+	}
+
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("stopping took %v: streams were not closed, the grace period ran out", d)
+	}
+	select {
+	case _, ok := <-c.resp:
+		if ok {
+			t.Fatal("sotw stream got a response instead of closing")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("sotw stream still open after the server stopped")
+	}
+	select {
+	case _, ok := <-d.resp:
+		if ok {
+			t.Fatal("delta stream got a response instead of closing")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("delta stream still open after the server stopped")
+	}
+	if n := s.Streams(); n != 0 {
+		t.Fatalf("%d streams after stop", n)
+	}
+}
