@@ -12,6 +12,7 @@ import (
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,7 +21,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/meltemi-mesh/meltemi/controlplane/api/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/controlplane/internal/model"
 	"github.com/meltemi-mesh/meltemi/controlplane/internal/source/kube"
+	"github.com/meltemi-mesh/meltemi/controlplane/internal/translate"
 	apiv1alpha1 "github.com/meltemi-mesh/meltemi/plugin/api/v1alpha1"
 )
 
@@ -41,6 +44,7 @@ func TestPipeline(t *testing.T) {
 	t.Run("InvalidMetaRouter", func(t *testing.T) { testInvalid(t, ctx, e, ads) })
 	t.Run("AerakiMetaRouter", func(t *testing.T) { testAeraki(t, ctx, e, ads) })
 	t.Run("Nack", func(t *testing.T) { testNack(t, ctx, e, p) })
+	t.Run("NamespaceList", func(t *testing.T) { testNamespaces(t, ctx, e) })
 	t.Run("APIServerRestart", func(t *testing.T) { testRestart(t, ctx, e, ads) })
 }
 
@@ -295,6 +299,80 @@ func testAeraki(t *testing.T, ctx context.Context, e *env, ads *adsClient) {
 	if err := e.c.Get(ctx, client.ObjectKeyFromObject(u), ours); !apierrors.IsNotFound(err) {
 		t.Errorf("get metaprotocol.meltemi.io MetaRouter %s/%s: err = %v, want NotFound", ns, svc, err)
 	}
+
+	// When the CRD goes away, so do its MetaRouters' routes.
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	crd.Name = "metarouters." + kube.AerakiGroupVersion.Group
+	if err := e.c.Delete(ctx, crd); err != nil {
+		t.Fatalf("delete the Aeraki MetaRouter CRD: %v", err)
+	}
+	waitFor(t, ads, apiv1alpha1.RouteConfigurationTypeURL, rn, 20*time.Second, func(rc *apiv1alpha1.RouteConfiguration, _ string) bool {
+		return slices.Equal(routeNames(rc), []string{translate.DefaultRouteName})
+	})
+}
+
+// testNamespaces: a Source restricted to a namespace list sees the objects of those
+// namespaces only, Pods as metadata.
+func testNamespaces(t *testing.T, ctx context.Context, e *env) {
+	ctx, cancel := context.WithCancel(ctx)
+	snapshots := make(chan *model.Inputs, 1)
+	src := &kube.Source{Config: e.cfg, Namespaces: []string{"routes", "nack"}}
+	done := make(chan error, 1)
+	go func() {
+		done <- src.Run(ctx, func(in *model.Inputs) {
+			select {
+			case snapshots <- in:
+			default:
+			}
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Source.Run: %v", err)
+		}
+	}()
+	var in *model.Inputs
+	select {
+	case in = <-snapshots:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no snapshot from a namespace-restricted Source within 20s")
+	}
+	nsOf := func(objs []metav1.Object) []string {
+		var out []string
+		for _, o := range objs {
+			out = append(out, o.GetNamespace()+"/"+o.GetName())
+		}
+		slices.Sort(out)
+		return out
+	}
+	var svcs, pods, mrs []metav1.Object
+	for _, s := range in.Services {
+		svcs = append(svcs, s)
+	}
+	for _, p := range in.Pods {
+		pods = append(pods, p)
+	}
+	for _, m := range in.MetaRouters {
+		mrs = append(mrs, m)
+	}
+	if got, want := nsOf(svcs), []string{"nack/greeter", "routes/greeter"}; !slices.Equal(got, want) {
+		t.Errorf("Services = %v, want %v", got, want)
+	}
+	if got, want := nsOf(pods), []string{"routes/greeter-a", "routes/greeter-b", "routes/greeter-c"}; !slices.Equal(got, want) {
+		t.Errorf("Pods = %v, want %v", got, want)
+	}
+	if got, want := nsOf(mrs), []string{"nack/greeter"}; !slices.Equal(got, want) {
+		t.Errorf("MetaRouters = %v, want %v", got, want)
+	}
+	for _, p := range in.Pods {
+		if p.Labels["app"] != "greeter" || len(p.ManagedFields) != 0 {
+			t.Errorf("Pod %s: labels %v, %d managedFields; want its labels and no managedFields", p.Name, p.Labels, len(p.ManagedFields))
+		}
+	}
+	if len(in.DestinationRules) != 1 || in.DestinationRules[0].Namespace != "routes" {
+		t.Errorf("DestinationRules: %d, want the one in routes", len(in.DestinationRules))
+	}
 }
 
 // testNack: a client that rejects a route configuration makes the MetaRouter behind it
@@ -343,6 +421,7 @@ func testRestart(t *testing.T, ctx context.Context, e *env, ads *adsClient) {
 	})
 
 	apiserver := e.te.ControlPlane.GetAPIServer()
+	stopped := time.Now()
 	// Stop sends SIGTERM and, if the API server has not exited after StopTimeout, SIGKILL;
 	// it then reports the timeout, which is no failure here.
 	if err := apiserver.Stop(); err != nil && !strings.Contains(err.Error(), "timeout waiting for process") {
@@ -352,7 +431,7 @@ func testRestart(t *testing.T, ctx context.Context, e *env, ads *adsClient) {
 	if err := apiserver.Start(); err != nil {
 		t.Fatalf("restart kube-apiserver: %v", err)
 	}
-	t.Log("kube-apiserver restarted")
+	t.Logf("kube-apiserver stopped and restarted in %v", time.Since(stopped).Round(time.Millisecond))
 
 	mr := &v1alpha1.MetaRouter{}
 	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
@@ -364,6 +443,7 @@ func testRestart(t *testing.T, ctx context.Context, e *env, ads *adsClient) {
 	}); err != nil {
 		t.Fatalf("update MetaRouter after the restart: %v", err)
 	}
+	t.Logf("MetaRouter updated %v after the restart began", time.Since(stopped).Round(time.Millisecond))
 	start := time.Now()
 	waitFor(t, ads, apiv1alpha1.RouteConfigurationTypeURL, rn, 60*time.Second, func(rc *apiv1alpha1.RouteConfiguration, _ string) bool {
 		return slices.Equal(routeNames(rc), []string{"after"}) || slices.Contains(routeNames(rc), "after") && !slices.Contains(routeNames(rc), "before")

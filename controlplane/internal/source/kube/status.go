@@ -65,7 +65,10 @@ func NewStatusWriter(cfg *rest.Config, reader client.Reader, log *slog.Logger) (
 // not returned: the next report tries again.
 func (w *StatusWriter) Report(ctx context.Context, statuses []controller.ObjectStatus) {
 	for i := range statuses {
-		if err := w.write(ctx, &statuses[i]); err != nil {
+		if ctx.Err() != nil {
+			return // shutting down; nothing to report it to
+		}
+		if err := w.write(ctx, &statuses[i]); err != nil && ctx.Err() == nil {
 			w.log().Error("write status", "object", statuses[i].Ref.String(), "err", err)
 		}
 	}
