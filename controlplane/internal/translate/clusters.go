@@ -60,28 +60,22 @@ func (t *translator) serviceClusters(s *model.Service) {
 			subsets = append(subsets, ss)
 		}
 	}
-	servicePolicy := t.checkPolicy(s.TrafficPolicy, drRef, s.Hostname, "")
-	subsetPolicies := make([]*model.TrafficPolicy, len(subsets))
-	for i, ss := range subsets {
-		// Merged over the checked service policy, so that what a subset inherits is
-		// reported once, on the service.
-		subsetPolicies[i] = servicePolicy
-		if ss.TrafficPolicy != nil {
-			subsetPolicies[i] = t.checkPolicy(mergePolicy(servicePolicy, ss.TrafficPolicy), drRef, s.Hostname, ss.Name)
-		}
-	}
-
 	for _, p := range s.Ports {
 		eps := t.portEndpoints(s, p)
-		t.addCluster(s.Hostname, p.Number, "", servicePolicy, eps, origins, drRef)
-		for i, ss := range subsets {
+		// model.Service.Policy has merged the DestinationRule's levels (service, port,
+		// subset, subset port) the way Istio does; a problem that repeats per port is
+		// reported once.
+		t.addCluster(s.Hostname, p.Number, "", t.checkPolicy(s.Policy(p.Number, ""), drRef, s.Hostname, ""),
+			eps, origins, drRef)
+		for _, ss := range subsets {
 			var selected []*endpoint
 			for _, e := range eps {
 				if hasLabels(e.labels, ss.Labels) {
 					selected = append(selected, e)
 				}
 			}
-			t.addCluster(s.Hostname, p.Number, ss.Name, subsetPolicies[i], selected, origins, drRef)
+			tp := t.checkPolicy(s.Policy(p.Number, ss.Name), drRef, s.Hostname, ss.Name)
+			t.addCluster(s.Hostname, p.Number, ss.Name, tp, selected, origins, drRef)
 		}
 	}
 }
@@ -225,32 +219,6 @@ func locality(s string) *corev3.Locality {
 	parts := strings.SplitN(s, "/", 3)
 	parts = append(parts, "", "")
 	return &corev3.Locality{Region: parts[0], Zone: parts[1], SubZone: parts[2]}
-}
-
-// mergePolicy applies a subset's policy over the service's with Istio's granularity: each
-// top-level field of the DestinationRule's trafficPolicy the subset sets (loadBalancer,
-// connectionPool, outlierDetection) replaces the service's whole.
-func mergePolicy(service, subset *model.TrafficPolicy) *model.TrafficPolicy {
-	switch {
-	case subset == nil:
-		return service
-	case service == nil:
-		return subset
-	}
-	out := *service
-	if subset.LB != "" || len(subset.HashKeys) > 0 || subset.RingMinSize != 0 || subset.MaglevTableSize != 0 {
-		out.LB, out.HashKeys, out.RingMinSize, out.MaglevTableSize =
-			subset.LB, subset.HashKeys, subset.RingMinSize, subset.MaglevTableSize
-	}
-	if subset.ConnectTimeout != 0 || subset.MaxConnections != 0 || subset.MaxPendingRequests != 0 ||
-		subset.MaxRequests != 0 || subset.MaxRetries != 0 {
-		out.ConnectTimeout, out.MaxConnections, out.MaxPendingRequests, out.MaxRequests, out.MaxRetries =
-			subset.ConnectTimeout, subset.MaxConnections, subset.MaxPendingRequests, subset.MaxRequests, subset.MaxRetries
-	}
-	if subset.OutlierDetection != nil {
-		out.OutlierDetection = subset.OutlierDetection
-	}
-	return &out
 }
 
 // checkPolicy returns the policy, with what the plugin would reject dropped and reported on

@@ -340,6 +340,17 @@ func TestSubsetPolicyOverride(t *testing.T) {
 		th[0].GetMaxConnections() != nil || th[0].GetMaxRequests().GetValue() != 5 || v3.GetOutlierDetection() == nil {
 		t.Errorf("v3 %v", v3)
 	}
+	// Port-level policies: the port's own for the whole port, the subset's port policy for
+	// that subset on that port.
+	if p := res.Clusters[name(20881, "", echo)]; p.GetLbPolicy() != clusterv3.Cluster_RANDOM || p.GetCircuitBreakers() != nil {
+		t.Errorf("port 20881: %v", p)
+	}
+	if p := res.Clusters[name(20881, "v2", echo)]; p.GetLbPolicy() != clusterv3.Cluster_RING_HASH {
+		t.Errorf("port 20881 subset v2: %v", p)
+	}
+	if p := res.Clusters[name(20881, "v1", echo)]; p.GetLbPolicy() != clusterv3.Cluster_RANDOM {
+		t.Errorf("port 20881 subset v1 inherits the port's policy: %v", p)
+	}
 }
 
 func withName(c *clusterv3.Cluster, n string) *clusterv3.Cluster {
