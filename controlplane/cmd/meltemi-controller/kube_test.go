@@ -96,7 +96,7 @@ func TestRunKubeSource(t *testing.T) {
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo"}},
 		&corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: "demo"},
-			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "tcp-dubbo", Port: 20880}}},
+			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "tcp-dubbo", Port: 20880}}},
 		},
 		&discoveryv1.EndpointSlice{
 			ObjectMeta: metav1.ObjectMeta{Name: "echo-1", Namespace: "demo",
