@@ -320,10 +320,12 @@ type GlobalRateLimit struct {
 	// +kubebuilder:validation:MaxLength=512
 	RateLimitService string `json:"rateLimitService"`
 
-	// Descriptors build the descriptor sent to the service from request attributes.
-	// +optional
+	// Descriptors build the descriptor sent to the service from request attributes. At
+	// least one: a rate limit service has nothing to count an empty descriptor by.
+	// +required
+	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=16
-	Descriptors []GlobalRateLimitDescriptor `json:"descriptors,omitempty"`
+	Descriptors []GlobalRateLimitDescriptor `json:"descriptors"`
 }
 
 // GlobalRateLimitDescriptor sends the value of a request attribute under a descriptor key.
