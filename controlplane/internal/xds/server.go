@@ -241,13 +241,19 @@ func (s *Server) Update(r *translate.Resources) {
 	s.timer.Reset(s.deadline.Sub(now))
 }
 
+// Flush applies the pending update now, without waiting for the debounce (benchmarks, and
+// callers that must know the update is served). It returns when it is applied.
+func (s *Server) Flush() { s.applyPending(true) }
+
 // flush applies the pending update if it is due. The timer may fire early when Update reset
 // it while it was firing; the reset timer fires again at the deadline.
-func (s *Server) flush() {
+func (s *Server) flush() { s.applyPending(false) }
+
+func (s *Server) applyPending(force bool) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	s.mu.Lock()
-	if !s.hasPending || time.Now().Before(s.deadline) {
+	if !s.hasPending || (!force && time.Now().Before(s.deadline)) {
 		s.mu.Unlock()
 		return
 	}

@@ -503,6 +503,21 @@ func TestDebounceCoalesces(t *testing.T) {
 	}
 }
 
+func TestFlush(t *testing.T) {
+	var applied int
+	s := NewServer(Options{Debounce: time.Hour, OnApply: func(*translate.Resources) { applied++ }})
+	s.Flush() // nothing pending: nothing applied
+	if s.Version() != 0 || applied != 0 {
+		t.Fatalf("version %d, %d applies before any update", s.Version(), applied)
+	}
+	s.Update(resources(map[string]string{"r1": "a"}, nil))
+	s.Update(resources(map[string]string{"r1": "b"}, nil))
+	s.Flush()
+	if s.Version() != 1 || applied != 1 || s.Resources().Routes["r1"].Routes[0].Name != "b" {
+		t.Fatalf("after Flush: version %d, %d applies, %v", s.Version(), applied, s.Resources().Routes)
+	}
+}
+
 func TestMaxDebounce(t *testing.T) {
 	const maxDebounce = 400 * time.Millisecond
 	applied := make(chan time.Time, 100)
