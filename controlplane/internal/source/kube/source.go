@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -46,8 +47,11 @@ const DefaultDiscoveryInterval = 10 * time.Second
 
 // Source feeds the controller from a Kubernetes API server.
 //
-// Snapshots handed to out are built from the informer caches by List, which deep-copies: the
-// receiver owns them and may keep them; the Source never touches them again.
+// Snapshots handed to out share their objects with the informer caches (List without deep
+// copies): a snapshot costs a slice of pointers, not a copy of the cluster, and consecutive
+// snapshots share unchanged objects. Receivers may keep a snapshot (informers replace cached
+// objects on change, they never modify them) but must not modify its objects; model.Build
+// does not.
 type Source struct {
 	// Config reaches the API server.
 	Config *rest.Config
@@ -162,6 +166,8 @@ func (s *Source) Run(ctx context.Context, out func(*model.Inputs)) error {
 	opts := cache.Options{
 		Scheme:           scheme,
 		DefaultTransform: cache.TransformStripManagedFields(),
+		// See the Source's documentation: snapshots are read-only views of the caches.
+		DefaultUnsafeDisableDeepCopy: ptr.To(true),
 	}
 	if s.SyncPeriod > 0 {
 		opts.SyncPeriod = &s.SyncPeriod
@@ -455,6 +461,8 @@ func (w *watcher) snapshot(ctx context.Context, kinds []*kind) (*model.Inputs, e
 
 // Reader reads objects from the Source's caches once Run has synced them; before that, its
 // reads fail. The StatusWriter reads current status through it instead of the API server.
+// What it returns shares maps and slices with the cached objects: deep-copy before
+// modifying.
 func (s *Source) Reader() client.Reader { return sourceReader{s} }
 
 type sourceReader struct{ s *Source }

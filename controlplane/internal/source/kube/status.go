@@ -90,36 +90,43 @@ func (w *StatusWriter) write(ctx context.Context, st *controller.ObjectStatus) e
 	if !owned(st.Ref) {
 		return nil
 	}
-	var obj client.Object
-	var status *v1alpha1.Status
+	var cached client.Object
 	switch st.Ref.Kind {
 	case "MetaRouter":
-		mr := &v1alpha1.MetaRouter{}
-		obj, status = mr, &mr.Status
+		cached = &v1alpha1.MetaRouter{}
 	default:
-		ap := &v1alpha1.ApplicationProtocol{}
-		obj, status = ap, &ap.Status
+		cached = &v1alpha1.ApplicationProtocol{}
 	}
 	reader := w.Reader
 	if reader == nil {
 		reader = w.Client
 	}
 	key := client.ObjectKey{Namespace: st.Ref.Namespace, Name: st.Ref.Name}
-	if err := reader.Get(ctx, key, obj); err != nil {
+	if err := reader.Get(ctx, key, cached); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
 		return fmt.Errorf("get: %w", err)
 	}
-	gen := obj.GetGeneration()
+	gen := cached.GetGeneration()
 	if st.Ref.Generation != 0 && st.Ref.Generation != gen {
 		return nil
 	}
-	before := obj.DeepCopyObject().(client.Object)
+	// A cache reader without deep copies (the Source's) shares maps and slices with the
+	// cached object; neither the status update nor the decoding of the patch response may
+	// write into them.
+	obj := cached.DeepCopyObject().(client.Object)
+	var status *v1alpha1.Status
+	switch o := obj.(type) {
+	case *v1alpha1.MetaRouter:
+		status = &o.Status
+	case *v1alpha1.ApplicationProtocol:
+		status = &o.Status
+	}
 	if !setStatus(status, gen, st) {
 		return nil
 	}
-	err := w.Client.Status().Patch(ctx, obj, client.MergeFrom(before), client.FieldOwner(FieldManager))
+	err := w.Client.Status().Patch(ctx, obj, client.MergeFrom(cached), client.FieldOwner(FieldManager))
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
