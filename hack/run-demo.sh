@@ -28,6 +28,16 @@ case "${1:-}" in
   *) echo "usage: $0 [--check]" >&2; exit 2 ;;
 esac
 
+# The controller's directory: MELTEMI_CONFIG_DIR, relative to where the script was called
+# from, or the demo's mesh.
+config_dir=envoy-config/demo
+if [ -n "${MELTEMI_CONFIG_DIR:-}" ]; then
+  case "$MELTEMI_CONFIG_DIR" in
+    /*) config_dir=$MELTEMI_CONFIG_DIR ;;
+    *) config_dir=$(pwd)/$MELTEMI_CONFIG_DIR ;;
+  esac
+fi
+
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
@@ -45,8 +55,7 @@ case "$host" in
   *) die "MELTEMI_HOST=$host: want auto, abihost or envoy" ;;
 esac
 
-config_dir=${MELTEMI_CONFIG_DIR:-envoy-config/demo}
-[ -d "$config_dir" ] || die "MELTEMI_CONFIG_DIR=$config_dir is not a directory"
+[ -d "$config_dir" ] || die "the config directory $config_dir is not a directory (MELTEMI_CONFIG_DIR)"
 
 ports=(15010 15014 9090 20880 9091 9092 20881 20882)
 [ "$host" = envoy ] && ports+=(9901)
