@@ -142,7 +142,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		"debounce", *debounce, "maxDebounce", *maxDebounce)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return ctrl.Server().Serve(gctx, xdsL) })
+	g.Go(func() error {
+		// Clients wait (their connection is accepted by the kernel, not answered) until
+		// the first configuration is applied: answering with an empty one would tell a
+		// client that reconnects after a restart that its resources are gone.
+		select {
+		case <-ctrl.Server().Ready():
+		case <-gctx.Done():
+			xdsL.Close()
+			return nil
+		}
+		return ctrl.Server().Serve(gctx, xdsL)
+	})
 	g.Go(func() error { return ctrl.Run(gctx) })
 	g.Go(func() error { return serveHTTP(gctx, metricsL, httpHandler(reg, ctrl)) })
 	g.Go(func() error {
@@ -210,7 +221,9 @@ func httpHandler(reg *prometheus.Registry, ctrl *controller.Controller) http.Han
 		io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if ctrl.Server().Version() == 0 {
+		select {
+		case <-ctrl.Server().Ready():
+		default:
 			http.Error(w, "waiting for the first configuration", http.StatusServiceUnavailable)
 			return
 		}

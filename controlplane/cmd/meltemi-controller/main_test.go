@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,9 +15,12 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/meltemi-mesh/meltemi/controlplane/internal/controller"
+	"github.com/meltemi-mesh/meltemi/controlplane/internal/model"
 	apiv1alpha1 "github.com/meltemi-mesh/meltemi/plugin/api/v1alpha1"
 )
 
@@ -110,11 +114,14 @@ func TestRunFileSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	// recvRoute reads responses (ACKing each) until one carries the route configuration
-	// with a route named want.
-	recvRoute := func(want string) {
+	// with a route named want; first: it must be the first response.
+	recvRoute := func(want string, first bool) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
+		for n := 0; time.Now().Before(deadline); n++ {
+			if first && n > 0 {
+				break
+			}
 			resp, err := stream.Recv()
 			if err != nil {
 				t.Fatalf("recv: %v\n%s", err, logs)
@@ -136,9 +143,9 @@ func TestRunFileSource(t *testing.T) {
 		}
 		t.Fatalf("no route configuration %s with route %q\n%s", name, want, logs)
 	}
-	// The first response may come before the directory was applied (empty); the ServiceEntry
-	// alone gets the default route.
-	recvRoute("default")
+	// The server answers only once the directory is applied: the first response has the
+	// ServiceEntry's default route.
+	recvRoute("default", true)
 
 	get := func(path string) (int, string) {
 		t.Helper()
@@ -167,7 +174,7 @@ func TestRunFileSource(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "router.yaml"), []byte(metaRouter), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	recvRoute("all-to-echo")
+	recvRoute("all-to-echo", false)
 
 	cancel()
 	select {
@@ -180,6 +187,28 @@ func TestRunFileSource(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"msg":"starting"`) {
 		t.Fatalf("no JSON log line: %s", logs)
+	}
+}
+
+// TestReadyz: /readyz fails until the first configuration is applied; /healthz does not.
+func TestReadyz(t *testing.T) {
+	ctrl := controller.New(controller.Options{})
+	h := httpHandler(prometheus.NewRegistry(), ctrl)
+	get := func(path string) int {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		return rec.Code
+	}
+	if code := get("/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz %d before the first sync", code)
+	}
+	if code := get("/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz %d", code)
+	}
+	ctrl.Sync(&model.Inputs{})
+	ctrl.Server().Flush()
+	if code := get("/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz %d after the first sync", code)
 	}
 }
 

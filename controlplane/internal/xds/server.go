@@ -131,6 +131,9 @@ type Server struct {
 	applyMu sync.Mutex
 	applied atomic.Pointer[translate.Resources]
 	version atomic.Uint64
+	// ready is closed by the first apply.
+	ready     chan struct{}
+	readyOnce sync.Once
 
 	// Client state: guarded by stateMu.
 	stateMu sync.Mutex
@@ -189,6 +192,7 @@ func NewServer(opts Options) *Server {
 		hashes:  make(map[string]map[string]string, len(TypeURLs)),
 		streams: make(map[streamKey]*streamState),
 		nacks:   make(map[string]map[string]nackState),
+		ready:   make(chan struct{}),
 	}
 	// A prefix unique to this process: a client that reconnects after a restart presents a
 	// version of the previous process, which the cache then treats as unknown and answers
@@ -345,6 +349,7 @@ func (s *Server) apply(r *translate.Resources) {
 	}
 
 	v := s.version.Add(1)
+	s.readyOnce.Do(func() { close(s.ready) })
 	s.metrics.applies.Inc()
 	s.metrics.applyDuration.Observe(time.Since(start).Seconds())
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -390,6 +395,11 @@ func diff[M proto.Message](log *slog.Logger, typeURL string, old map[string]stri
 // Resources returns the resources last applied (not those still debounced). They must not
 // be modified.
 func (s *Server) Resources() *translate.Resources { return s.applied.Load() }
+
+// Ready is closed once the first update is applied. A server that answers before it
+// has a configuration tells clients that reconnect after a restart that their resources do
+// not exist; the controller's binary waits for Ready before it serves.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
 
 // Version counts the applied updates: it changes each time Update's resources reach the
 // caches.

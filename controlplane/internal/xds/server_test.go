@@ -510,11 +510,21 @@ func TestFlush(t *testing.T) {
 	if s.Version() != 0 || applied != 0 {
 		t.Fatalf("version %d, %d applies before any update", s.Version(), applied)
 	}
+	select {
+	case <-s.Ready():
+		t.Fatal("ready before the first apply")
+	default:
+	}
 	s.Update(resources(map[string]string{"r1": "a"}, nil))
 	s.Update(resources(map[string]string{"r1": "b"}, nil))
 	s.Flush()
 	if s.Version() != 1 || applied != 1 || s.Resources().Routes["r1"].Routes[0].Name != "b" {
 		t.Fatalf("after Flush: version %d, %d applies, %v", s.Version(), applied, s.Resources().Routes)
+	}
+	select {
+	case <-s.Ready():
+	default:
+		t.Fatal("not ready after the first apply")
 	}
 }
 
