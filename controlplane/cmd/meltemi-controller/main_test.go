@@ -224,3 +224,16 @@ func TestRunFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestRunMissingDir: a configuration directory that does not exist stops the program with
+// an error naming the source, instead of serving nothing.
+func TestRunMissingDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "nope")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := run(ctx, []string{"--config-dir=" + dir, "--xds-address=127.0.0.1:0", "--metrics-address=127.0.0.1:0"},
+		func(string) string { return "" }, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "file source") || ctx.Err() != nil {
+		t.Fatalf("run: %v (ctx %v)", err, ctx.Err())
+	}
+}
