@@ -42,6 +42,7 @@ func TestPipeline(t *testing.T) {
 
 	t.Run("RoutesWeightsSubsetsDelete", func(t *testing.T) { testRoutes(t, ctx, e, ads) })
 	t.Run("InvalidMetaRouter", func(t *testing.T) { testInvalid(t, ctx, e, ads) })
+	t.Run("ApplicationProtocolConflict", func(t *testing.T) { testApplicationProtocols(t, ctx, e) })
 	t.Run("AerakiMetaRouter", func(t *testing.T) { testAeraki(t, ctx, e, ads) })
 	t.Run("Nack", func(t *testing.T) { testNack(t, ctx, e, p) })
 	t.Run("NamespaceList", func(t *testing.T) { testNamespaces(t, ctx, e) })
@@ -249,6 +250,43 @@ func testInvalid(t *testing.T, ctx context.Context, e *env, ads *adsClient) {
 }
 
 func strPtr(s string) *string { return &s }
+
+// testApplicationProtocols: of two ApplicationProtocols declaring the same protocol, the
+// younger is not accepted, and its status says why.
+func testApplicationProtocols(t *testing.T, ctx context.Context, e *env) {
+	const ns = "protocols"
+	ap := func(name string) *v1alpha1.ApplicationProtocol {
+		return &v1alpha1.ApplicationProtocol{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec:       v1alpha1.ApplicationProtocolSpec{Protocol: "myproto", Codec: "dubbo"},
+		}
+	}
+	// Names break creation-time ties: a-first is the older either way.
+	create(t, ctx, e.c, namespace(ns), ap("a-first"), ap("b-second"))
+	got := &v1alpha1.ApplicationProtocol{}
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		if err := e.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "b-second"}, got); err != nil {
+			return false, nil //nolint:nilerr // retried until the timeout
+		}
+		c := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionAccepted)
+		return got.Status.ObservedGeneration == got.Generation && c != nil && c.Status == metav1.ConditionFalse, nil
+	})
+	if err != nil {
+		t.Fatalf("ApplicationProtocol b-second: no Accepted=False within 10s: %+v", got.Status)
+	}
+	if c := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionAccepted); c.Reason != "Conflicted" || !strings.Contains(c.Message, "a-first") {
+		t.Errorf("Accepted = %+v, want reason Conflicted naming a-first", c)
+	}
+	// The older one has no problem to report (ApplicationProtocols produce no xDS resource
+	// of their own, so they are reported only when something is wrong).
+	first := &v1alpha1.ApplicationProtocol{}
+	if err := e.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "a-first"}, first); err != nil {
+		t.Fatal(err)
+	}
+	if c := meta.FindStatusCondition(first.Status.Conditions, v1alpha1.ConditionAccepted); c != nil && c.Status != metav1.ConditionTrue {
+		t.Errorf("a-first: Accepted = %+v, want True or unset", c)
+	}
+}
 
 // testAeraki: the Aeraki MetaRouter CRD is installed after the controller started; its
 // MetaRouters are then routed like ours, and their status is left alone.
