@@ -274,9 +274,14 @@ func (s *logSink) Report(_ context.Context, statuses []controller.ObjectStatus) 
 			continue
 		}
 		s.last[st.Ref] = summary
-		level := slog.LevelInfo
-		if len(st.Problems) > 0 || st.Nack != "" {
+		// Not programmed without a problem is the normal state of an object no client
+		// uses (yet): debug detail.
+		level := slog.LevelDebug
+		switch {
+		case len(st.Problems) > 0 || st.Nack != "":
 			level = slog.LevelWarn
+		case st.Programmed:
+			level = slog.LevelInfo
 		}
 		s.log.Log(context.Background(), level, "object status", "object", st.Ref.String(), "status", summary)
 	}
