@@ -1,6 +1,7 @@
 package controlplane_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -80,7 +81,8 @@ func waitRouted(t *testing.T, p peers, addr, server string) {
 
 // metaRouterEditUnderLoad edits the MetaRouter twice (v1 -> v2 -> v1) while four clients
 // call without pause on connections of their own: each time the traffic moves within
-// moveBound of the write, and no call of the whole run fails.
+// moveBound of the write. Then it writes a broken MetaRouter that would route to v2: the
+// traffic stays on v1. No call of the whole run fails.
 func metaRouterEditUnderLoad(t *testing.T, p peers) {
 	d := deploy(t, p, "v1", "v2")
 	l := startLoad(t, p, d.listener, 4)
@@ -103,15 +105,22 @@ func metaRouterEditUnderLoad(t *testing.T, p peers) {
 		}
 		time.Sleep(time.Until(e.at.Add(moveBound + time.Second)))
 	}
+	broken := time.Now()
+	d.mesh.writeBrokenRouter(t, "v2")
+	time.Sleep(moveBound + 500*time.Millisecond)
 	end := time.Now()
 	l.halt()
 	recs := l.records()
+	assertOnly(t, recs, broken, end, "v1", "after a broken MetaRouter to v2 was written")
+	if !strings.Contains(d.ctrl.log.String(), "timout") {
+		t.Errorf("the controller's log does not name the misspelt field of the broken MetaRouter (timout)")
+	}
 
 	s := assertNoErrors(t, recs, time.Time{}, time.Time{}, "the whole run")
 	t.Logf("%s load, 4 clients over %v: %s", p.protocol, time.Since(loadStart).Round(time.Millisecond), s)
 	assertOnly(t, recs, time.Time{}, edits[0].at, "v1", "before the first edit")
 	for i, e := range edits {
-		until := end
+		until := broken
 		if i+1 < len(edits) {
 			until = edits[i+1].at
 		}

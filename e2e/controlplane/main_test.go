@@ -268,6 +268,25 @@ spec:
 `, m.host, subset, m.host, subset))
 }
 
+// writeBrokenRouter writes a MetaRouter that would send everything to subset but has a
+// misspelt field: the file source must reject the file and keep its last good content.
+func (m *mesh) writeBrokenRouter(t *testing.T, subset string) {
+	t.Helper()
+	m.write(t, "router.yaml", fmt.Sprintf(`apiVersion: metaprotocol.meltemi.io/v1alpha1
+kind: MetaRouter
+metadata:
+  name: echo
+  namespace: e2e
+spec:
+  hosts: [%s]
+  routes:
+  - name: all-to-%s
+    route:
+    - destination: {host: %s, subset: %s}
+    timout: 5s
+`, m.host, subset, m.host, subset))
+}
+
 func (m *mesh) write(t *testing.T, name, content string) {
 	t.Helper()
 	tmp := filepath.Join(m.dir, "."+name+".tmp")
