@@ -183,6 +183,7 @@ func (s *Source) Run(ctx context.Context, out func(*model.Inputs)) error {
 		return fmt.Errorf("informer cache: %w", err)
 	}
 
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -214,17 +215,28 @@ func (s *Source) Run(ctx context.Context, out func(*model.Inputs)) error {
 	go func() {
 		defer wg.Done()
 		errc <- c.Start(ctx)
+		cancel() // a cache that stopped on its own ends the wait for its sync too
 	}()
-	defer wg.Wait()
-	if !c.WaitForCacheSync(ctx) {
+	// The informers stop before Run returns.
+	defer func() {
 		cancel()
+		wg.Wait()
+	}()
+	// WaitForCacheSync gives up only when ctx ends: when Run's caller cancels or the cache
+	// stopped.
+	// ended says why ctx ended: nil if Run's caller cancelled, the cache's error if it stopped
+	// on its own.
+	ended := func() error {
+		if parent.Err() != nil {
+			return nil
+		}
 		if err := <-errc; err != nil {
 			return fmt.Errorf("informer cache: %w", err)
 		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		return errors.New("informer caches did not sync")
+		return errors.New("informer cache stopped")
+	}
+	if !c.WaitForCacheSync(ctx) {
+		return ended()
 	}
 	s.cache.Store(&c)
 	log.Info("kubernetes caches synced", "namespaces", s.Namespaces)
@@ -240,12 +252,7 @@ func (s *Source) Run(ctx context.Context, out func(*model.Inputs)) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case err := <-errc:
-			if err != nil && ctx.Err() == nil {
-				return fmt.Errorf("informer cache: %w", err)
-			}
-			return nil
+			return ended()
 		case <-ticker.C:
 			w.rediscover(ctx, disc, kinds)
 		case <-w.poke:
