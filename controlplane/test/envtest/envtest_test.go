@@ -5,6 +5,7 @@ package envtest_test
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -312,10 +313,37 @@ func testAeraki(t *testing.T, ctx context.Context, e *env, ads *adsClient) {
 	if err := e.c.Create(ctx, u); err != nil {
 		t.Fatalf("create Aeraki MetaRouter: %v", err)
 	}
+	// Aeraki (through Istio's status manager) writes statuses in Istio's shape, with int64s
+	// as strings; the source must route the MetaRouter all the same.
+	aerakiStatus := map[string]any{
+		"observedGeneration": "1",
+		"conditions": []any{map[string]any{
+			"type": "Reconciled", "status": "True", "lastProbeTime": "2026-01-02T03:04:05Z",
+		}},
+	}
+	u.Object["status"] = aerakiStatus
+	if err := e.c.Status().Update(ctx, u); err != nil {
+		t.Fatalf("write an Istio-style status on the Aeraki MetaRouter: %v", err)
+	}
 	rn := routeName(svc, ns)
 	ads.subscribe(t, apiv1alpha1.RouteConfigurationTypeURL, rn)
 	waitFor(t, ads, apiv1alpha1.RouteConfigurationTypeURL, rn, 20*time.Second, func(rc *apiv1alpha1.RouteConfiguration, _ string) bool {
 		return slices.Contains(routeNames(rc), "aeraki-route")
+	})
+	// A spec change made after that status was written is served too.
+	if err := e.c.Get(ctx, client.ObjectKeyFromObject(u), u); err != nil {
+		t.Fatal(err)
+	}
+	routes, _, _ := unstructured.NestedSlice(u.Object, "spec", "routes")
+	routes[0].(map[string]any)["name"] = "aeraki-route-2"
+	if err := unstructured.SetNestedSlice(u.Object, routes, "spec", "routes"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.Update(ctx, u); err != nil {
+		t.Fatalf("update Aeraki MetaRouter: %v", err)
+	}
+	waitFor(t, ads, apiv1alpha1.RouteConfigurationTypeURL, rn, pushTimeout, func(rc *apiv1alpha1.RouteConfiguration, _ string) bool {
+		return slices.Contains(routeNames(rc), "aeraki-route-2")
 	})
 	// Give the status writer the time it takes to write ours, then check it wrote nothing.
 	time.Sleep(time.Second)
@@ -324,8 +352,8 @@ func testAeraki(t *testing.T, ctx context.Context, e *env, ads *adsClient) {
 	if err := e.c.Get(ctx, client.ObjectKeyFromObject(u), got); err != nil {
 		t.Fatal(err)
 	}
-	if st, ok := got.Object["status"]; ok {
-		t.Errorf("Aeraki MetaRouter has a status: %v", st)
+	if st := got.Object["status"]; !reflect.DeepEqual(st, aerakiStatus) {
+		t.Errorf("Aeraki MetaRouter status = %v, want it untouched: %v", st, aerakiStatus)
 	}
 	for _, mf := range got.GetManagedFields() {
 		if mf.Manager == kube.FieldManager {

@@ -446,8 +446,17 @@ func (w *watcher) snapshot(ctx context.Context, kinds []*kind) (*model.Inputs, e
 			l.SetGroupVersionKind(AerakiGroupVersion.WithKind("MetaRouterList"))
 			err = w.c.List(ctx, &l)
 			for i := range l.Items {
+				// The status is Aeraki's (Istio's status shape, int64 as strings), never
+				// read: leave it out of the conversion. A shallow copy, as the cached map
+				// must not change.
+				obj := make(map[string]any, len(l.Items[i].Object))
+				for k, v := range l.Items[i].Object {
+					if k != "status" {
+						obj[k] = v
+					}
+				}
 				mr := &v1alpha1.MetaRouter{}
-				if cerr := runtime.DefaultUnstructuredConverter.FromUnstructured(l.Items[i].Object, mr); cerr != nil {
+				if cerr := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, mr); cerr != nil {
 					// The Aeraki CRD has its own schema; an object ours cannot read is
 					// left out rather than failing the whole snapshot.
 					w.log.Error("decode Aeraki MetaRouter", "namespace", l.Items[i].GetNamespace(), "name", l.Items[i].GetName(), "err", cerr)
