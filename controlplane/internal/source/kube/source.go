@@ -274,7 +274,6 @@ type watcher struct {
 	log    *slog.Logger
 	poke   chan struct{}
 	active map[*kind]bool
-	regs   map[*kind]toolscache.ResourceEventHandlerRegistration
 }
 
 func (w *watcher) trigger() {
@@ -291,7 +290,7 @@ func (w *watcher) watch(ctx context.Context, k *kind) error {
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", k.name, err)
 	}
-	reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerDetailedFuncs{
+	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerDetailedFuncs{
 		AddFunc: func(any, bool) { w.trigger() },
 		UpdateFunc: func(o, n any) {
 			if k.pokeOnUpdate == nil || k.pokeOnUpdate(o, n) {
@@ -303,10 +302,6 @@ func (w *watcher) watch(ctx context.Context, k *kind) error {
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", k.name, err)
 	}
-	if w.regs == nil {
-		w.regs = map[*kind]toolscache.ResourceEventHandlerRegistration{}
-	}
-	w.regs[k] = reg
 	w.active[k] = true
 	return nil
 }
@@ -375,7 +370,6 @@ func (w *watcher) rediscover(ctx context.Context, disc discovery.DiscoveryInterf
 			if err := w.c.RemoveInformer(ctx, k.obj); err != nil {
 				w.log.Error("stop watching optional kind", "kind", k.name, "err", err)
 			}
-			delete(w.regs, k)
 			w.active[k] = false
 			w.log.Info("optional kind went away; stopped watching it", "kind", k.name)
 		}
