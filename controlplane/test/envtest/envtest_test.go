@@ -47,7 +47,7 @@ func TestPipeline(t *testing.T) {
 	t.Run("AerakiMetaRouter", func(t *testing.T) { testAeraki(t, ctx, e, ads) })
 	t.Run("Nack", func(t *testing.T) { testNack(t, ctx, e, p) })
 	t.Run("NamespaceList", func(t *testing.T) { testNamespaces(t, ctx, e) })
-	t.Run("APIServerRestart", func(t *testing.T) { testRestart(t, ctx, e, ads) })
+	t.Run("APIServerRestart", func(t *testing.T) { testRestart(t, ctx, e, p, ads) })
 }
 
 // weightedClusters returns the weighted clusters of the named route as "cluster=weight".
@@ -473,7 +473,7 @@ func testNack(t *testing.T, ctx context.Context, e *env, p *pipeline) {
 
 // testRestart: the API server goes away and comes back on the same etcd; the controller
 // re-lists and serves a change made after the restart.
-func testRestart(t *testing.T, ctx context.Context, e *env, ads *adsClient) {
+func testRestart(t *testing.T, ctx context.Context, e *env, p *pipeline, ads *adsClient) {
 	const ns, svc = "restart", "greeter"
 	h := host(svc, ns)
 	route := func(name string) v1alpha1.MetaRoute {
@@ -498,6 +498,16 @@ func testRestart(t *testing.T, ctx context.Context, e *env, ads *adsClient) {
 		t.Fatalf("restart kube-apiserver: %v", err)
 	}
 	t.Logf("kube-apiserver stopped and restarted in %v", time.Since(stopped).Round(time.Millisecond))
+
+	// Once the informers reach the API server again they re-list (each at its own backoff),
+	// and the source hands the controller a fresh snapshot.
+	before := p.syncs()
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+		return p.syncs() > before, nil
+	}); err != nil {
+		t.Errorf("no snapshot after the restart within 60s (%d syncs)", before)
+	}
+	t.Logf("resynced %v after the restart began", time.Since(stopped).Round(time.Millisecond))
 
 	mr := &v1alpha1.MetaRouter{}
 	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {

@@ -112,6 +112,8 @@ func startEnv(t *testing.T) *env {
 type pipeline struct {
 	addr string
 	xds  *xds.Server
+	// syncs counts the snapshots the source handed the controller.
+	syncs func() uint64
 }
 
 func startPipeline(t *testing.T, e *env) *pipeline {

@@ -26,5 +26,5 @@ func wire(t *testing.T, src *kube.Source, sw *kube.StatusWriter, log *slog.Logge
 		}
 		return err
 	}
-	return &pipeline{xds: c.Server()}, run
+	return &pipeline{xds: c.Server(), syncs: c.Syncs}, run
 }
