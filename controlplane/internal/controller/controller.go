@@ -72,10 +72,13 @@ type Controller struct {
 	log    *slog.Logger
 	server *xds.Server
 
-	syncMu  sync.Mutex
-	syncs   atomic.Uint64
-	dirty   chan struct{}
-	metrics *metrics
+	syncMu sync.Mutex
+	// protocols are the ApplicationProtocols of the last sync: they produce no resource, so
+	// Statuses learns of them here.
+	protocols atomic.Pointer[[]model.ObjectRef]
+	syncs     atomic.Uint64
+	dirty     chan struct{}
+	metrics   *metrics
 }
 
 // New returns a controller and its xDS server.
@@ -145,6 +148,7 @@ func (c *Controller) Sync(in *model.Inputs) {
 	defer c.syncMu.Unlock()
 	start := time.Now()
 	m := c.opts.Build(in)
+	c.protocols.Store(&m.ApplicationProtocols)
 	built := time.Now()
 	res := c.opts.Translate(m)
 	done := time.Now()
@@ -221,6 +225,12 @@ func (c *Controller) Statuses() []ObjectStatus {
 		o := get(p.Object)
 		o.st.Problems = append(o.st.Problems, p)
 	}
+	var protocols []*object
+	if aps := c.protocols.Load(); aps != nil {
+		for _, ref := range *aps {
+			protocols = append(protocols, get(ref))
+		}
+	}
 	for key, refs := range res.Origins {
 		rk, ok := parseOriginKey(key)
 		if !ok {
@@ -259,6 +269,12 @@ func (c *Controller) Statuses() []ObjectStatus {
 			o.st.Programmed = len(nacks) == 0 && anyAcked && allAcked
 		}
 	})
+
+	// An ApplicationProtocol has nothing to be programmed into a client: it is in effect as
+	// soon as it is accepted.
+	for _, o := range protocols {
+		o.st.Programmed = len(o.st.Problems) == 0
+	}
 
 	out := make([]ObjectStatus, 0, len(objects))
 	for _, o := range objects {

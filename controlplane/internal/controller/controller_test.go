@@ -271,3 +271,28 @@ func (c *client) recv() *discoveryv3.DiscoveryResponse {
 func (c *client) ack(typeURL string, names []string, r *discoveryv3.DiscoveryResponse) {
 	c.send(&discoveryv3.DiscoveryRequest{TypeUrl: typeURL, ResourceNames: names, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce})
 }
+
+// ApplicationProtocols produce no xDS resource but still get a status: Programmed as soon
+// as they are accepted.
+func TestApplicationProtocolStatus(t *testing.T) {
+	ok := model.ObjectRef{Group: "metaprotocol.meltemi.io", Kind: "ApplicationProtocol", Namespace: "demo", Name: "trpc", Generation: 1}
+	bad := model.ObjectRef{Group: "metaprotocol.meltemi.io", Kind: "ApplicationProtocol", Namespace: "demo", Name: "trpc-new", Generation: 2}
+	problem := model.Problem{Object: bad, Condition: "Accepted", Reason: "Conflicted", Message: "older trpc wins"}
+	c := New(Options{
+		Build: func(*model.Inputs) *model.Model {
+			return &model.Model{ApplicationProtocols: []model.ObjectRef{ok, bad}, Problems: []model.Problem{problem}}
+		},
+		Translate: func(m *model.Model) *translate.Resources {
+			return &translate.Resources{Problems: m.Problems}
+		},
+	})
+	c.Sync(&model.Inputs{})
+	c.Server().Flush()
+	got := byName(c.Statuses())
+	if s, found := got["ApplicationProtocol/trpc"]; !found || !s.Programmed || len(s.Problems) != 0 {
+		t.Errorf("accepted ApplicationProtocol: %+v (found %v)", s, found)
+	}
+	if s := got["ApplicationProtocol/trpc-new"]; s.Programmed || len(s.Problems) != 1 || s.Problems[0].Reason != "Conflicted" {
+		t.Errorf("conflicting ApplicationProtocol: %+v", s)
+	}
+}

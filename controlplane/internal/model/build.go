@@ -84,13 +84,16 @@ func Build(in *Inputs) *Model {
 	}
 	slices.SortFunc(m.Services, func(a, b *Service) int { return strings.Compare(a.Hostname, b.Hostname) })
 	m.Problems = sortProblems(b.problems)
+	m.ApplicationProtocols = b.appProtocols
+	slices.SortFunc(m.ApplicationProtocols, compareRefs)
 	return m
 }
 
 type builder struct {
-	in        *Inputs
-	suffix    string
-	protocols Protocols
+	appProtocols []ObjectRef
+	in           *Inputs
+	suffix       string
+	protocols    Protocols
 	// services by hostname.
 	services map[string]*Service
 	problems []Problem

@@ -74,6 +74,7 @@ func (b *builder) buildProtocols() Protocols {
 	owner := make(map[string]ObjectRef, len(aps))
 	for _, ap := range aps {
 		ref := b.ref(GroupMeltemi, KindApplicationProtocol, &ap.ObjectMeta)
+		b.appProtocols = append(b.appProtocols, ref)
 		proto := strings.ToLower(ap.Spec.Protocol)
 		if proto == "" || ap.Spec.Codec == "" {
 			b.notAccepted(ref, ReasonInvalid, "spec.protocol and spec.codec must both be set (got %q -> %q)", ap.Spec.Protocol, ap.Spec.Codec)

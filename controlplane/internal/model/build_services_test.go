@@ -75,6 +75,13 @@ func TestApplicationProtocols(t *testing.T) {
 		"ApplicationProtocol/bad Accepted Invalid",
 		"ApplicationProtocol/trpc-new Accepted Conflicted",
 	})
+	var names []string
+	for _, r := range m.ApplicationProtocols {
+		names = append(names, r.Kind+"/"+r.Name)
+	}
+	mustEqual(t, "application protocols", names, []string{
+		"ApplicationProtocol/bad", "ApplicationProtocol/dubbo", "ApplicationProtocol/trpc", "ApplicationProtocol/trpc-new",
+	})
 }
 
 func TestKubeService(t *testing.T) {

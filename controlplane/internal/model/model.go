@@ -24,6 +24,9 @@ type Model struct {
 	// Problems found while building: unresolvable references, invalid objects. Each names the
 	// object it concerns so that a source can write it into that object's status.
 	Problems []Problem
+	// ApplicationProtocols are every ApplicationProtocol read, in effect or not (sorted):
+	// they produce no xDS resource of their own, yet each gets a status.
+	ApplicationProtocols []ObjectRef
 }
 
 // Service is one service that speaks a Meltemi protocol on at least one port: a Kubernetes

@@ -278,14 +278,19 @@ func testApplicationProtocols(t *testing.T, ctx context.Context, e *env) {
 	if c := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionAccepted); c.Reason != "Conflicted" || !strings.Contains(c.Message, "a-first") {
 		t.Errorf("Accepted = %+v, want reason Conflicted naming a-first", c)
 	}
-	// The older one has no problem to report (ApplicationProtocols produce no xDS resource
-	// of their own, so they are reported only when something is wrong).
+	// The older one is in effect: Accepted and Programmed True (an ApplicationProtocol has
+	// nothing to program into a client beyond being accepted).
 	first := &v1alpha1.ApplicationProtocol{}
-	if err := e.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "a-first"}, first); err != nil {
-		t.Fatal(err)
-	}
-	if c := meta.FindStatusCondition(first.Status.Conditions, v1alpha1.ConditionAccepted); c != nil && c.Status != metav1.ConditionTrue {
-		t.Errorf("a-first: Accepted = %+v, want True or unset", c)
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		if err := e.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "a-first"}, first); err != nil {
+			return false, nil //nolint:nilerr // retried until the timeout
+		}
+		return first.Status.ObservedGeneration == first.Generation &&
+			meta.IsStatusConditionTrue(first.Status.Conditions, v1alpha1.ConditionAccepted) &&
+			meta.IsStatusConditionTrue(first.Status.Conditions, v1alpha1.ConditionProgrammed), nil
+	})
+	if err != nil {
+		t.Fatalf("ApplicationProtocol a-first: not Accepted and Programmed within 10s: %+v", first.Status)
 	}
 }
 
