@@ -20,12 +20,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meltemi-mesh/meltemi/controlplane/internal/controller"
 	"github.com/meltemi-mesh/meltemi/controlplane/internal/model"
@@ -107,6 +109,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		if err != nil {
 			return err
 		}
+		// controller-runtime logs through its own process-wide logger, and complains (with a
+		// stack trace) when none is set: it gets ours.
+		ctrllog.SetLogger(logr.FromSlogHandler(log.With("component", "controller-runtime").Handler()))
 		ksrc := &kube.Source{Config: cfg, Namespaces: splitList(*namespaces), Log: log.With("source", "kube")}
 		w, err := kube.NewStatusWriter(cfg, ksrc.Reader(), log.With("component", "status"))
 		if err != nil {
