@@ -29,4 +29,11 @@ type Status struct {
 	// +listMapKey=type
 	// +kubebuilder:validation:MaxItems=8
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// EnvoyFilters are the Istio EnvoyFilters ("namespace/name") the controller wrote to
+	// program the object into Istio sidecars (Istio mode only).
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=256
+	EnvoyFilters []string `json:"envoyFilters,omitempty"`
 }
