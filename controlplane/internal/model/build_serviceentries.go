@@ -128,7 +128,7 @@ func (b *builder) buildServiceEntries() {
 			svc := &Service{
 				Hostname:  host,
 				Namespace: se.Namespace,
-				Addresses: spec.Addresses,
+				Addresses: seAddresses(se),
 				ExportTo:  spec.ExportTo,
 				Ports:     make([]*Port, len(ports)),
 				Source:    ref,
@@ -143,6 +143,26 @@ func (b *builder) buildServiceEntries() {
 			b.services[host] = svc
 		}
 	}
+}
+
+// AnnotationVIP is the annotation in which the controller (in Istio mode) records the virtual
+// IP it allocated to a ServiceEntry without spec.addresses.
+const AnnotationVIP = "meltemi.io/vip"
+
+// seAddresses are a ServiceEntry's spec.addresses or, when it has none, the VIP the controller
+// allocated to it (annotation meltemi.io/vip): the controller writes both, but reading the
+// annotation keeps the VIP even when spec.addresses is lost (a client that round-trips the
+// object through older Istio types) or not yet written.
+func seAddresses(se *networkingv1.ServiceEntry) []string {
+	if len(se.Spec.Addresses) > 0 {
+		return se.Spec.Addresses
+	}
+	if v := strings.TrimSpace(se.Annotations[AnnotationVIP]); v != "" {
+		if ip, err := netip.ParseAddr(v); err == nil {
+			return []string{ip.String()}
+		}
+	}
+	return nil
 }
 
 // workload checks an endpoint's address; what names it in problems.

@@ -108,3 +108,35 @@ func TestServiceEntryProblems(t *testing.T) {
 	}
 	mustEqual(t, "services", hosts, []string{"svc.ns.svc.cluster.local svc", "x.example.com older"})
 }
+
+// The VIP the controller allocated (annotation meltemi.io/vip) is the address of a
+// ServiceEntry without spec.addresses; spec.addresses win over it; garbage is ignored.
+func TestServiceEntryVIPAnnotation(t *testing.T) {
+	mk := func(name string, addrs []string, vip string) *networkingv1.ServiceEntry {
+		se := serviceEntry("ns", name, 0, &networkingapi.ServiceEntry{
+			Hosts:      []string{name + ".example.com"},
+			Addresses:  addrs,
+			Ports:      []*networkingapi.ServicePort{{Number: 20880, Name: "tcp-dubbo", Protocol: "TCP"}},
+			Resolution: networkingapi.ServiceEntry_STATIC,
+			Endpoints:  []*networkingapi.WorkloadEntry{{Address: "10.2.0.1"}},
+		})
+		if vip != "" {
+			se.Annotations = map[string]string{AnnotationVIP: vip}
+		}
+		return se
+	}
+	m := Build(&Inputs{ServiceEntries: []*networkingv1.ServiceEntry{
+		mk("annotated", nil, "240.240.0.7"),
+		mk("both", []string{"240.0.0.1"}, "240.240.0.8"),
+		mk("garbage", nil, "not-an-ip"),
+		mk("none", nil, ""),
+	}})
+	for h, want := range map[string][]string{
+		"annotated.example.com": {"240.240.0.7"},
+		"both.example.com":      {"240.0.0.1"},
+		"garbage.example.com":   nil,
+		"none.example.com":      nil,
+	} {
+		mustEqual(t, h, mustService(t, m, h).Addresses, want)
+	}
+}
