@@ -59,6 +59,11 @@ type Options struct {
 	// XDS.Registerer is set); nil means not registered.
 	Registerer prometheus.Registerer
 
+	// OnSync, if set, is handed every sync's inputs and model (after the xDS server got the
+	// resources), from the Sync caller's goroutine: Istio mode writes EnvoyFilters and VIPs
+	// from them. It must not modify them and should return quickly.
+	OnSync func(*model.Inputs, *model.Model)
+
 	// Build and Translate default to model.Build and translate.Translate; tests replace
 	// them.
 	Build     func(*model.Inputs) *model.Model
@@ -153,6 +158,9 @@ func (c *Controller) Sync(in *model.Inputs) {
 	res := c.opts.Translate(m)
 	done := time.Now()
 	c.server.Update(res)
+	if c.opts.OnSync != nil {
+		c.opts.OnSync(in, m)
+	}
 	c.syncs.Add(1)
 	c.metrics.syncs.Inc()
 	c.metrics.build.Observe(built.Sub(start).Seconds())
@@ -165,6 +173,11 @@ func (c *Controller) Sync(in *model.Inputs) {
 		c.log.Debug("problem", "object", p.Object.String(), "condition", p.Condition, "reason", p.Reason, "message", p.Message)
 	}
 }
+
+// RefreshStatus asks for a status report (coalesced like the others) although no resource
+// changed: something the sink reports besides them did (the EnvoyFilters written for an
+// object, the sink's permission to write).
+func (c *Controller) RefreshStatus() { c.markDirty() }
 
 func (c *Controller) markDirty() {
 	select {

@@ -296,3 +296,33 @@ func TestApplicationProtocolStatus(t *testing.T) {
 		t.Errorf("conflicting ApplicationProtocol: %+v", s)
 	}
 }
+
+// OnSync sees each sync's inputs and the model built from them; RefreshStatus makes a
+// report although no resource changed.
+func TestOnSyncAndRefreshStatus(t *testing.T) {
+	type seen struct {
+		in *model.Inputs
+		m  *model.Model
+	}
+	var got []seen
+	built := &model.Model{Routers: []*model.Router{{Source: mr1}}}
+	sink := &fakeSink{}
+	c := New(Options{
+		Sink:           sink,
+		StatusInterval: time.Millisecond,
+		Build:          func(*model.Inputs) *model.Model { return built },
+		Translate:      func(*model.Model) *translate.Resources { return &translate.Resources{} },
+		OnSync:         func(in *model.Inputs, m *model.Model) { got = append(got, seen{in, m}) },
+	})
+	in := &model.Inputs{DomainSuffix: "example"}
+	c.Sync(in)
+	if len(got) != 1 || got[0].in != in || got[0].m != built {
+		t.Fatalf("OnSync calls %+v; want one with the inputs and the built model", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = c.Run(ctx) }()
+	sink.waitReport(t, "the first report", func(map[string]ObjectStatus) bool { return true })
+	c.RefreshStatus()
+	sink.waitReport(t, "a report after RefreshStatus", func(map[string]ObjectStatus) bool { return true })
+}
