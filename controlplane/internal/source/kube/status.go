@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -43,6 +44,9 @@ type StatusWriter struct {
 	Reader client.Reader
 	// Log receives write failures; nil discards them.
 	Log *slog.Logger
+	// EnvoyFilters, if set (Istio mode), returns the EnvoyFilters ("namespace/name", sorted)
+	// that program a MetaRouter, for its status.envoyFilters.
+	EnvoyFilters func(model.ObjectRef) []string
 }
 
 // NewStatusWriter returns a StatusWriter that writes through cfg and reads current status
@@ -123,7 +127,15 @@ func (w *StatusWriter) write(ctx context.Context, st *controller.ObjectStatus) e
 	case *v1alpha1.ApplicationProtocol:
 		status = &o.Status
 	}
-	if !setStatus(status, gen, st) {
+	changed := setStatus(status, gen, st)
+	if w.EnvoyFilters != nil && st.Ref.Kind == "MetaRouter" {
+		efs := w.EnvoyFilters(st.Ref)
+		if !slices.Equal(status.EnvoyFilters, efs) {
+			status.EnvoyFilters = slices.Clone(efs)
+			changed = true
+		}
+	}
+	if !changed {
 		return nil
 	}
 	err := w.Client.Status().Patch(ctx, obj, client.MergeFrom(cached), client.FieldOwner(FieldManager))
