@@ -21,11 +21,15 @@ import (
 const DubboInterface = "org.apache.dubbo.sample.EchoService"
 
 // DubboEchoService implements DubboInterface, replying "<name>: <msg>".
-type DubboEchoService struct{ name string }
+type DubboEchoService struct {
+	name  string
+	stats *Stats
+}
 
-// Echo returns the provider's name and msg.
+// Echo returns the provider's name and msg, after the delay a message "sleep=<duration> ..."
+// asks for.
 func (s *DubboEchoService) Echo(_ context.Context, msg string) (string, error) {
-	return s.name + ": " + msg, nil
+	return reply(s.name, s.stats, msg), nil
 }
 
 // quietDubbo keeps dubbo-go and getty to warnings: their informational logs would bury the
@@ -39,9 +43,14 @@ var quietDubbo = sync.OnceFunc(func() {
 // ServeDubbo serves DubboInterface over the dubbo protocol on port until the process ends,
 // with service version version ("" for none), replying "<name>: <msg>".
 func ServeDubbo(name string, port int, version string) error {
+	return ServeDubboStats(name, port, version, nil)
+}
+
+// ServeDubboStats is ServeDubbo counting the calls it serves in stats (nil: no counting).
+func ServeDubboStats(name string, port int, version string, stats *Stats) error {
 	quietDubbo()
 	err := dubbopeer.Serve("meltemi-demo-"+name, port, "warn",
-		dubbopeer.Service{Impl: &DubboEchoService{name: name}, Interface: DubboInterface, Version: version})
+		dubbopeer.Service{Impl: &DubboEchoService{name: name, stats: stats}, Interface: DubboInterface, Version: version})
 	if err != nil {
 		return fmt.Errorf("dubbo provider %s: %w", name, err)
 	}

@@ -13,10 +13,13 @@ import (
 // callTimeout bounds every demo call and connection attempt.
 const callTimeout = 5 * time.Second
 
-type thriftEcho struct{ name string }
+type thriftEcho struct {
+	name  string
+	stats *Stats
+}
 
 func (h thriftEcho) Echo(_ context.Context, msg string) (string, error) {
-	return h.name + ": " + msg, nil
+	return reply(h.name, h.stats, msg), nil
 }
 
 // ServeThrift serves the Thrift Echo service on addr until the process ends, replying
@@ -24,12 +27,18 @@ func (h thriftEcho) Echo(_ context.Context, msg string) (string, error) {
 // THeader server transport recognises framed and unframed (buffered) binary and compact
 // clients as well as THeader ones, and answers each in its own mode.
 func ServeThrift(name, addr string) error {
+	return ServeThriftStats(name, addr, nil)
+}
+
+// ServeThriftStats is ServeThrift counting the calls it serves in stats (nil: no counting).
+// A message "sleep=<duration> ..." is answered after that delay (at most 30s).
+func ServeThriftStats(name, addr string, stats *Stats) error {
 	conf := &thrift.TConfiguration{}
 	sock, err := thrift.NewTServerSocket(addr)
 	if err != nil {
 		return fmt.Errorf("thrift server %s: %w", name, err)
 	}
-	srv := thrift.NewTSimpleServer4(echo.NewEchoProcessor(thriftEcho{name}), sock,
+	srv := thrift.NewTSimpleServer4(echo.NewEchoProcessor(thriftEcho{name: name, stats: stats}), sock,
 		thrift.NewTHeaderTransportFactoryConf(nil, conf), thrift.NewTHeaderProtocolFactoryConf(conf))
 	if err := srv.Serve(); err != nil {
 		return fmt.Errorf("thrift server %s on %s: %w", name, addr, err)
