@@ -74,6 +74,8 @@ go build -o bin/meltemi-demo ./e2e/demo/cmd/meltemi-demo
 
 run=$(mktemp -d "${TMPDIR:-/tmp}/meltemi-demo.XXXXXX")
 pids=()
+# cleanup runs from the EXIT trap, which shellcheck 0.9 does not follow (SC2317 false positive).
+# shellcheck disable=SC2317
 cleanup() {
   trap - EXIT INT TERM
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
