@@ -235,9 +235,7 @@ func (g *generator) service(s *model.Service, r *model.Router) {
 
 	vips := g.vips(s)
 	if len(vips) == 0 {
-		g.problem(s.Source, ReasonNoVIP,
-			"%s has no address: Istio creates the outbound listener <VIP>_<port> that the Meltemi filter replaces tcp_proxy on only for services with an address, and without it the traffic passes through unfiltered (Aeraki #171); give it an address (the controller allocates VIPs for ServiceEntries without spec.addresses)",
-			s.Hostname)
+		g.problem(s.Source, ReasonNoVIP, "%s", noVIPMessage(s))
 	} else {
 		namespaces, ok := g.placement(s, r)
 		if !ok {
@@ -289,6 +287,15 @@ func (g *generator) service(s *model.Service, r *model.Router) {
 			g.plain[s.Namespace] = true
 		}
 	}
+}
+
+func noVIPMessage(s *model.Service) string {
+	hint := "give it a ClusterIP (a headless Service has none)"
+	if s.Source.Kind == "ServiceEntry" {
+		hint = "the controller allocates a VIP from --vip-range to ServiceEntries without spec.addresses and writes it to spec.addresses; until then there is none"
+	}
+	return fmt.Sprintf("%s has no IP address: Istio creates the outbound listener <VIP>_<port>, whose tcp_proxy the Meltemi filter replaces, only for a service with one, and without it the traffic passes through unfiltered (Aeraki #171); %s",
+		s.Hostname, hint)
 }
 
 // vips returns the service's addresses that name a listener, in the service's order.
