@@ -48,6 +48,7 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -71,6 +72,7 @@ import (
 	apinetworking "istio.io/api/networking/v1alpha3"
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	v1alpha1 "github.com/meltemi-mesh/meltemi/controlplane/api/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/controlplane/internal/model"
@@ -120,7 +122,7 @@ const (
 	// listener.
 	ReasonUnsupportedAddress = model.ReasonUnsupportedAddress
 	// ReasonInvalidOptions: the options cannot be encoded (a transport socket whose type is
-	// not linked into the controller).
+	// not linked into the controller); Options.Validate reports it at startup.
 	ReasonInvalidOptions = "InvalidOptions"
 )
 
@@ -187,6 +189,20 @@ func Generate(m *model.Model, opts Options) *Result {
 		origins: map[string]map[model.ObjectRef]bool{},
 		plain:   map[string]bool{},
 	}
+	// Without the plainText cluster the plugin cannot reach any upstream: if it cannot be
+	// encoded (Options.Validate says so at startup), no filter is written at all.
+	plainText, err := g.plainTextCluster()
+	for _, s := range m.Services {
+		if s == nil || len(s.Ports) == 0 {
+			continue
+		}
+		if err != nil {
+			g.problem(s.Source, ReasonInvalidOptions, "no EnvoyFilter is written: the plainText cluster: %v", err)
+		}
+	}
+	if err != nil {
+		return g.result()
+	}
 	routers := routersByHost(m.Routers)
 	for _, s := range m.Services {
 		if s == nil || len(s.Ports) == 0 {
@@ -194,8 +210,38 @@ func Generate(m *model.Model, opts Options) *Result {
 		}
 		g.service(s, routers[s.Hostname])
 	}
-	g.plainTextFilters()
+	g.plainTextFilters(plainText)
 	return g.result()
+}
+
+// Validate reports options that would make Generate write filters Istio or Envoy rejects:
+// the cmd calls it at startup. Zero fields are valid (they take the defaults).
+func (o Options) Validate() error {
+	o = o.withDefaults()
+	var errs []error
+	for _, msg := range validation.IsDNS1123Label(o.RootNamespace) {
+		errs = append(errs, fmt.Errorf("root namespace %q: %s", o.RootNamespace, msg))
+	}
+	for k, v := range o.WorkloadLabels {
+		for _, msg := range validation.IsQualifiedName(k) {
+			errs = append(errs, fmt.Errorf("workload label key %q: %s", k, msg))
+		}
+		for _, msg := range validation.IsValidLabelValue(v) {
+			errs = append(errs, fmt.Errorf("workload label %s value %q: %s", k, v, msg))
+		}
+	}
+	if host, port, err := net.SplitHostPort(o.XDSAddress); err != nil || host == "" || port == "" {
+		errs = append(errs, fmt.Errorf("xDS address %q: want host:port", o.XDSAddress))
+	}
+	if ts := o.PlainTextTransportSocket; ts != nil {
+		if ts.GetName() == "" || ts.GetTypedConfig() == nil {
+			errs = append(errs, errors.New("plainText transport socket: name and typed_config are required"))
+		}
+	}
+	if _, err := (&generator{opts: o}).plainTextCluster(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 type generator struct {
@@ -498,20 +544,14 @@ func toStruct(m proto.Message) (*structpb.Struct, error) {
 	return s, nil
 }
 
-func (g *generator) plainTextFilters() {
+// plainTextFilters adds the plainText cluster to each namespace that holds one of our
+// listener filters.
+func (g *generator) plainTextFilters(value *structpb.Struct) {
 	var namespaces []string
 	for ns := range g.plain {
 		namespaces = append(namespaces, ns)
 	}
 	slices.Sort(namespaces)
-	value, err := g.plainTextCluster()
-	if err != nil {
-		for _, ns := range namespaces {
-			g.problem(model.ObjectRef{Group: "networking.istio.io", Kind: "EnvoyFilter", Namespace: ns, Name: PlainTextFilterName},
-				ReasonInvalidOptions, "the plainText cluster: %v", err)
-		}
-		return
-	}
 	for _, ns := range namespaces {
 		var origins []model.ObjectRef
 		for key, refs := range g.origins {
@@ -568,7 +608,11 @@ func (g *generator) add(namespace, name, owner string, patches []*apinetworking.
 }
 
 func (g *generator) result() *Result {
-	res := &Result{Origins: make(map[string][]model.ObjectRef, len(g.filters)), Problems: g.problems}
+	// Problems are sorted so that the result does not depend on the order of services.
+	slices.SortFunc(g.problems, func(a, b model.Problem) int {
+		return cmp.Or(compareRefs(a.Object, b.Object), cmp.Compare(a.Reason, b.Reason), cmp.Compare(a.Message, b.Message))
+	})
+	res := &Result{Origins: make(map[string][]model.ObjectRef, len(g.filters)), Problems: slices.Compact(g.problems)}
 	keys := make([]string, 0, len(g.filters))
 	for key := range g.filters {
 		keys = append(keys, key)
@@ -607,51 +651,50 @@ func ownerOf(ref model.ObjectRef) string {
 const maxName = 63
 
 // dnsName makes s a DNS-1123 subdomain of at most 63 characters: lowercase, characters
-// outside [a-z0-9.-] replaced by '-'. A name that had to change in any other way than case,
-// or is too long, gets a hash of the original as a suffix so that distinct inputs keep
-// distinct names.
+// outside [a-z0-9.-] replaced by '-'. A name that had to change, or is too long, gets a hash
+// of the original as a suffix so that distinct inputs keep distinct names.
 func dnsName(s string) string {
-	return shorten(s, func(r rune) bool {
-		return r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.'
-	}, true)
+	return shorten(s, true)
 }
 
 // labelValue makes s a label value: at most 63 characters of [A-Za-z0-9._-], starting and
 // ending with an alphanumeric character, with a hash suffix when it had to change.
 func labelValue(s string) string {
-	return shorten(s, func(r rune) bool {
-		return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_'
-	}, false)
+	return shorten(s, false)
 }
 
-func shorten(s string, allowed func(rune) bool, lower bool) string {
-	orig := s
-	if lower {
+func shorten(orig string, subdomain bool) string {
+	s := orig
+	if subdomain {
 		s = strings.ToLower(s)
 	}
-	var b strings.Builder
-	changed := false
-	prevDot := true // a dot may neither start the name nor follow a dot
-	for _, r := range s {
-		switch {
-		case !allowed(r):
-			b.WriteByte('-')
-			changed = true
-			prevDot = false
-		case r == '.' && prevDot:
-			changed = true
-		default:
-			b.WriteRune(r)
-			prevDot = r == '.'
-		}
+	allowed := func(r rune) bool {
+		return r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.' ||
+			!subdomain && (r >= 'A' && r <= 'Z' || r == '_')
 	}
-	out := b.String()
-	if !changed && len(out) <= maxName && validEdges(out) && !strings.Contains(out, "-.") && !strings.Contains(out, ".-") {
+	out := strings.Map(func(r rune) rune {
+		if allowed(r) {
+			return r
+		}
+		return '-'
+	}, s)
+	if out == orig && len(out) <= maxName && valid(out, subdomain) {
 		return out
 	}
+	// Changed: make it valid whatever it became, then keep it distinct with a hash.
 	sum := sha256.Sum256([]byte(orig))
 	suffix := hex.EncodeToString(sum[:])[:10]
-	out = strings.NewReplacer("-.", "--", ".-", "--").Replace(out)
+	if subdomain {
+		// Each dot-separated part must start and end with an alphanumeric character.
+		var parts []string
+		for _, p := range strings.Split(out, ".") {
+			if p = strings.Trim(p, "-"); p != "" {
+				parts = append(parts, p)
+			}
+		}
+		out = strings.Join(parts, ".")
+	}
+	out = strings.TrimLeft(out, "-._")
 	if len(out) > maxName-len(suffix)-1 {
 		out = out[:maxName-len(suffix)-1]
 	}
@@ -662,10 +705,10 @@ func shorten(s string, allowed func(rune) bool, lower bool) string {
 	return out + "-" + suffix
 }
 
-func validEdges(s string) bool {
-	if s == "" {
-		return false
+// valid reports whether s is a DNS-1123 subdomain (subdomain) or a label value.
+func valid(s string, subdomain bool) bool {
+	if subdomain {
+		return len(validation.IsDNS1123Subdomain(s)) == 0
 	}
-	alnum := func(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' }
-	return alnum(s[0]) && alnum(s[len(s)-1])
+	return s != "" && len(validation.IsValidLabelValue(s)) == 0
 }
