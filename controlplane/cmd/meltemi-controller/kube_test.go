@@ -119,7 +119,10 @@ func TestRunKubeSource(t *testing.T) {
 	defer stop()
 	go func() {
 		done <- run(runCtx, []string{"--source=kube", "--kubeconfig=" + kubeconfig, "--namespaces=demo",
-			"--xds-address=127.0.0.1:0", "--metrics-address=127.0.0.1:0", "--log-level=debug"},
+			"--xds-address=127.0.0.1:0", "--metrics-address=127.0.0.1:0", "--log-level=debug",
+			// No Istio CRDs here (Istio mode is tested in controlplane/internal/istio); the
+			// Lease goes into a namespace that exists.
+			"--istio=false", "--leader-election-namespace=demo"},
 			func(string) string { return "" }, logs, func(a addrs) { bound <- a })
 	}()
 	var a addrs

@@ -6,6 +6,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -30,6 +31,8 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meltemi-mesh/meltemi/controlplane/internal/controller"
+	"github.com/meltemi-mesh/meltemi/controlplane/internal/envoyfilter"
+	"github.com/meltemi-mesh/meltemi/controlplane/internal/istio"
 	"github.com/meltemi-mesh/meltemi/controlplane/internal/model"
 	"github.com/meltemi-mesh/meltemi/controlplane/internal/source/file"
 	"github.com/meltemi-mesh/meltemi/controlplane/internal/source/kube"
@@ -80,6 +83,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		maxDebounce = fs.Duration("max-debounce", xds.DefaultMaxDebounce, "xDS pushes wait at most this long under continuous changes")
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat   = fs.String("log-format", "text", "text or json")
+
+		istioMode     = fs.Bool("istio", true, "kube source: write the EnvoyFilters that put the plugin into Istio sidecars, and ServiceEntry VIPs")
+		rootNamespace = fs.String("root-namespace", envoyfilter.DefaultRootNamespace, "istio: Istio's config root namespace, where the EnvoyFilters of services exported to all namespaces go")
+		workloadLabel = fs.String("workload-label", envoyfilter.DefaultWorkloadLabel+"="+envoyfilter.DefaultWorkloadValue, "istio: key=value pod label of the sidecars that carry the plugin; every EnvoyFilter selects it")
+		pluginPath    = fs.String("plugin-path", envoyfilter.DefaultLibraryPath, "istio: path of the plugin (.so) in the sidecar image")
+		xdsService    = fs.String("xds-service-address", envoyfilter.DefaultXDSAddress, "istio: host:port the plugin in the sidecars dials for its xDS (this controller's Service)")
+		inbound       = fs.Bool("inbound", true, "istio: also put the plugin on the inbound filter chain of the services' target ports")
+		plainTextTS   = fs.String("plaintext-transport-socket", "", "istio: YAML or JSON file holding an envoy.config.core.v3.TransportSocket for the plainText cluster the plugin dials upstreams through (default: plaintext)")
+		vipRange      = fs.String("vip-range", istio.DefaultVIPRange, "istio: CIDR the VIPs of ServiceEntries without spec.addresses are allocated from; empty: allocate none")
+		istioDebounce = fs.Duration("istio-debounce", time.Second, "istio: EnvoyFilter and VIP writes wait this long for further changes")
+		leaderElect   = fs.Bool("leader-elect", true, "kube source: only the replica holding the Lease writes EnvoyFilters, VIPs and status (every replica serves xDS)")
+		leaseNs       = fs.String("leader-election-namespace", "", "kube source: namespace of the Lease "+istio.LeaseName+" (default: $POD_NAMESPACE, else "+istio.DefaultLeaseNamespace+")")
+		leaseDuration = fs.Duration("leader-election-lease-duration", 15*time.Second, "kube source: how long followers wait before taking over a Lease that is not renewed")
+		renewDeadline = fs.Duration("leader-election-renew-deadline", 10*time.Second, "kube source: how long the leader keeps trying to renew before it stops writing")
+		retryPeriod   = fs.Duration("leader-election-retry-period", 2*time.Second, "kube source: how often replicas try to acquire or renew the Lease")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -96,8 +114,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	var (
-		src  runSource
-		sink controller.StatusSink
+		src    runSource
+		sink   controller.StatusSink
+		writer *istio.Writer
+		leader *istio.Leader
+		// ctrl is created below, after the writer that calls it back.
+		ctrl *controller.Controller
 	)
 	switch *source {
 	case "file":
@@ -119,15 +141,50 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		src = ksrc.Run
 		sink = w
+		if *istioMode {
+			writer, err = newIstioWriter(cfg, istioFlags{
+				rootNamespace: *rootNamespace, workloadLabel: *workloadLabel, pluginPath: *pluginPath,
+				xdsService: *xdsService, inbound: *inbound, plainTextTS: *plainTextTS, vipRange: *vipRange,
+				debounce: *istioDebounce,
+			}, log, reg, func() { ctrl.RefreshStatus() })
+			if err != nil {
+				return err
+			}
+			w.EnvoyFilters = writer.EnvoyFilters
+		}
+		if *leaderElect {
+			ns := *leaseNs
+			if ns == "" {
+				ns = cmp.Or(getenv("POD_NAMESPACE"), istio.DefaultLeaseNamespace)
+			}
+			leader = istio.NewLeader(istio.LeaderOptions{
+				Config: cfg, Namespace: ns, LeaseDuration: *leaseDuration, RenewDeadline: *renewDeadline,
+				RetryPeriod: *retryPeriod, Log: log.With("component", "leader"),
+			})
+			sink = &istio.LeaderOnlySink{Sink: w, Leading: leader.Leading}
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "meltemi_controller_leader", Help: "1 while this replica holds the Lease and writes, else 0.",
+			}, func() float64 {
+				if leader.Leading() {
+					return 1
+				}
+				return 0
+			}))
+		}
 	default:
 		return fmt.Errorf("--source=%q: want file or kube", *source)
 	}
 
-	ctrl := controller.New(controller.Options{
+	var onSync func(*model.Inputs, *model.Model)
+	if writer != nil {
+		onSync = writer.Update
+	}
+	ctrl = controller.New(controller.Options{
 		XDS:        xds.Options{Debounce: *debounce, MaxDebounce: *maxDebounce, Logger: log.With("component", "xds")},
 		Sink:       sink,
 		Logger:     log.With("component", "controller"),
 		Registerer: reg,
+		OnSync:     onSync,
 	})
 
 	var lc net.ListenConfig
@@ -143,7 +200,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if listening != nil {
 		listening(addrs{XDS: xdsL.Addr(), Metrics: metricsL.Addr()})
 	}
-	log.Info("starting", "source", *source, "xds", xdsL.Addr().String(), "metrics", metricsL.Addr().String(),
+	log.Info("starting", "source", *source, "istio", writer != nil, "leaderElection", leader != nil, "xds", xdsL.Addr().String(), "metrics", metricsL.Addr().String(),
 		"debounce", *debounce, "maxDebounce", *maxDebounce)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -160,6 +217,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return ctrl.Server().Serve(gctx, xdsL)
 	})
 	g.Go(func() error { return ctrl.Run(gctx) })
+	switch {
+	case leader != nil:
+		g.Go(func() error {
+			return leader.Run(gctx, func(lctx context.Context) {
+				// The new leader's status reports (skipped while following) start now.
+				ctrl.RefreshStatus()
+				if writer != nil {
+					_ = writer.Run(lctx)
+					return
+				}
+				<-lctx.Done()
+			})
+		})
+	case writer != nil:
+		g.Go(func() error { return writer.Run(gctx) })
+	}
 	g.Go(func() error { return serveHTTP(gctx, metricsL, httpHandler(reg, ctrl)) })
 	g.Go(func() error {
 		if err := src(gctx, ctrl.Sync); err != nil {
