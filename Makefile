@@ -39,6 +39,9 @@ lint: $(STATICCHECK)
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet -tags envtest $(PKGS)
 	$(STATICCHECK) -tags envtest $(PKGS)
+	$(GO) vet -tags kind ./e2e/kind/...
+	$(STATICCHECK) -tags kind ./e2e/kind/...
+	shellcheck -x $$(git ls-files '*.sh')
 
 # Unit tests of the product module, race detector on; fuzz seed corpora run as regression tests.
 unit:
@@ -53,7 +56,7 @@ scale:
 # proxy by hack/envtest-assets.sh and cached in ~/.cache/meltemi/envtest (a cold build takes
 # 5-20 minutes and ~8 GB of Go caches; later runs reuse it).
 envtest:
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test -count=1 -tags envtest ./controlplane/...
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test -count=1 -tags envtest ./controlplane/... ./e2e/deploy/...
 
 # The e2e module: ABI host, codec interop and the plugin .so between real third-party peers
 # (apache/thrift Go, python3-thrift, dubbo-go), the demo check.
@@ -78,7 +81,31 @@ fuzz:
 	  done; \
 	done
 
-GENERATED := 'plugin/api/*.pb.go' e2e/interop/thrift/gen-go e2e/demo/gen-go 'controlplane/api/*zz_generated.deepcopy.go' controlplane/config/crd
+# Container images (deploy/docker, deploy/README.md): the controller, and the sidecar =
+# Istio's proxyv2 ISTIO_VERSION + Envoy contrib + the plugin. They need Docker with BuildKit.
+IMAGE_REGISTRY ?= ghcr.io/meltemi-mesh
+IMAGE_TAG ?= 0.1.0
+ISTIO_VERSION ?= 1.28.0
+CONTROLLER_IMAGE ?= $(IMAGE_REGISTRY)/meltemi-controller:$(IMAGE_TAG)
+SIDECAR_IMAGE ?= $(IMAGE_REGISTRY)/meltemi-proxyv2:$(IMAGE_TAG)-istio$(ISTIO_VERSION)
+DOCKER ?= docker
+
+.PHONY: images sidecar-so docker-check
+
+images: docker-check
+	$(DOCKER) build -f deploy/docker/controller.Dockerfile -t $(CONTROLLER_IMAGE) .
+	$(DOCKER) build -f deploy/docker/sidecar.Dockerfile --build-arg ISTIO_VERSION=$(ISTIO_VERSION) -t $(SIDECAR_IMAGE) .
+
+# The plugin .so as the sidecar image carries it (built on the glibc the image allows), in
+# bin/sidecar/ with the glibc version it needs.
+sidecar-so: docker-check
+	$(DOCKER) build -f deploy/docker/sidecar.Dockerfile --target so --output type=local,dest=bin/sidecar .
+
+docker-check:
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "$(DOCKER) not found: building the images needs Docker (https://docs.docker.com/engine/install/)"; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "$(DOCKER) cannot reach a Docker daemon: start it (or set DOCKER_HOST) and retry"; exit 1; }
+
+GENERATED := 'plugin/api/*.pb.go' e2e/interop/thrift/gen-go e2e/demo/gen-go 'controlplane/api/*zz_generated.deepcopy.go' controlplane/config/crd deploy/manifests deploy/helm/meltemi/crds
 
 # Regenerates committed generated code: the plugin's protobuf API, the controller's CRD types
 # (deepcopy + CRD YAML) and the Thrift IDL bindings of the tests.
@@ -87,6 +114,7 @@ generate:
 	TOOLS_DIR=$(TOOLS_DIR) hack/controller-gen.sh
 	cd e2e/interop/thrift && ./generate.sh
 	cd e2e/demo && ./generate.sh
+	$(GO) run ./e2e/cmd/render-chart
 
 # Fails when committed generated code is stale.
 check-generated: generate
