@@ -9,8 +9,8 @@
 #   e2e/kind/run.sh
 #
 # Knobs (environment): CLUSTER_NAME, ISTIO_VERSION, ISTIO_PROFILE, KIND_NODE_IMAGE,
-# KEEP_CLUSTER, SKIP_BUILD, ARTIFACTS, E2E_TIMEOUT, GO_TEST_RUN, HELM_EXTRA_ARGS; the README
-# describes each.
+# KEEP_CLUSTER, SKIP_BUILD, ARTIFACTS, E2E_TIMEOUT, GO_TEST_RUN, HELM_EXTRA_ARGS,
+# SIDECAR_BUILD_ARGS; the README describes each.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -19,9 +19,13 @@ cd "$root"
 source e2e/kind/lib.sh
 
 CLUSTER_NAME=${CLUSTER_NAME:-meltemi-e2e}
-# The Istio release the images and the cluster use: keep it equal to istio.io/api in go.mod,
-# whose CRDs and API the controller is built and tested against.
-ISTIO_VERSION=${ISTIO_VERSION:-1.31.4}
+# The Istio release of the cluster and of the sidecar image's base (proxyv2): by default the
+# one deploy/docker/sidecar.Dockerfile pins, whose Envoy minor version its Envoy contrib build
+# matches (a different Istio needs ENVOY_VERSION to match too: see that Dockerfile).
+ISTIO_VERSION=${ISTIO_VERSION:-$(sed -n 's/^ARG ISTIO_VERSION=//p' deploy/docker/sidecar.Dockerfile 2>/dev/null)}
+[[ -n $ISTIO_VERSION ]] || die "ISTIO_VERSION unset and not found in deploy/docker/sidecar.Dockerfile"
+# Extra build arguments of the sidecar image, e.g. "--build-arg ENVOY_VERSION=v1.37.0".
+read -r -a sidecar_build_args <<<"${SIDECAR_BUILD_ARGS:-}"
 ISTIO_PROFILE=${ISTIO_PROFILE:-minimal}
 KIND_NODE_IMAGE=${KIND_NODE_IMAGE:-}
 KEEP_CLUSTER=${KEEP_CLUSTER:-0}
@@ -96,7 +100,8 @@ build_images() {
     log "building $CONTROLLER_IMAGE"
     docker build -f "$CONTROLLER_DOCKERFILE" -t "$CONTROLLER_IMAGE" .
     log "building $SIDECAR_IMAGE (on Istio $ISTIO_VERSION's proxyv2)"
-    docker build -f "$SIDECAR_DOCKERFILE" --build-arg ISTIO_VERSION="$ISTIO_VERSION" -t "$SIDECAR_IMAGE" .
+    docker build -f "$SIDECAR_DOCKERFILE" --build-arg ISTIO_VERSION="$ISTIO_VERSION" \
+      "${sidecar_build_args[@]}" -t "$SIDECAR_IMAGE" .
     log "building $DEMO_IMAGE"
     docker build -f "$DEMO_DOCKERFILE" -t "$DEMO_IMAGE" .
   fi
@@ -132,8 +137,21 @@ deploy_demo() {
   [[ $image == "$SIDECAR_IMAGE" ]] ||
     die "the client's sidecar runs '$image', want $SIDECAR_IMAGE (is istio-injection on and the annotation honoured?)"
   log "waiting for the MetaRouters to be Programmed (a sidecar's plugin ACKed their routes)"
-  kubectl -n "$NAMESPACE" wait --for=condition=Programmed --timeout=5m \
-    metarouters.metaprotocol.meltemi.io --all
+  retry 30 1 routers_programmed ||
+    die "the MetaRouters of $NAMESPACE are not Programmed after 30 rounds of calls (see the controller log)"
+}
+
+# routers_programmed makes one call to each demo service (the plugin may fetch a listener's
+# routes only once a connection arrives; failures are expected until it has them), then
+# waits up to 10s for every MetaRouter of ours to be Programmed.
+routers_programmed() {
+  local target
+  for target in thrift:thrift-echo:9090 thrift:thrift-echo-aeraki:9090 dubbo:dubbo-echo:20880 dubbo:dubbo-echo-aeraki:20880; do
+    kubectl -n "$NAMESPACE" exec deploy/client -c client -- \
+      meltemi-demo call -protocol "${target%%:*}" -addr "${target#*:}" >/dev/null 2>&1 || true
+  done
+  kubectl -n "$NAMESPACE" wait --for=condition=Programmed --timeout=10s \
+    metarouters.metaprotocol.meltemi.io --all >/dev/null 2>&1
 }
 
 run_tests() {
