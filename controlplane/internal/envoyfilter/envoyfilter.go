@@ -14,7 +14,13 @@
 // Istio applies to the selected workloads of every namespace; otherwise they go into each
 // namespace the service is exported to ("." = its own). The MetaRouter of the host, when it
 // sets exportTo, narrows that set (intersection), so that only clients that may see the
-// routes get the filter.
+// routes get the filter. (A namespace list that names the root namespace reaches every
+// namespace, as any root-namespace filter does; the outbound patches still only match where
+// Istio built the `<VIP>_<port>` listener, i.e. where the service is visible.)
+//
+// Istio reads the patch values with the Envoy types it links, which include the contrib
+// golang network filter's Config and the TypedStruct; the values are the proto JSON of those
+// types (proto field names), so Istio, Envoy and this package's tests decode them strictly.
 //
 // Outbound. Istio names the outbound TCP listener of a service port `<VIP>_<port>` (IPv6
 // VIPs without brackets); a service without an address has no such listener, its traffic
@@ -26,7 +32,14 @@
 //
 // Inbound. With Options.Inbound, the filter chain of virtualInbound whose destination port
 // is a target port of the service port gets the plugin too, in the service's own namespace
-// (where its workloads are). The controller serves no inbound route configurations over xDS
+// (where its workloads are), for the workloads that carry both the plugin label and every
+// label all of the service's endpoints share (for a Kubernetes Service, typically its
+// selector), so that another workload of the namespace serving a TCP port of the same number
+// keeps its own chain. Endpoints that share no label (ServiceEntry endpoints without labels)
+// leave only the plugin label: then two services of one namespace with the same target port
+// both patch that port's chain on every plugin workload of the namespace (the first patch
+// set replaces tcp_proxy, the second then matches nothing), and a service in the root
+// namespace patches it mesh-wide. The controller serves no inbound route configurations over xDS
 // yet, so the inbound filter carries its routes inline: one route to a cluster named
 // "inbound|<port>||<host>" whose only endpoint is 127.0.0.1:<targetPort>, the local workload
 // (the application must accept connections on the loopback address, as with Istio's
@@ -50,6 +63,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -304,7 +318,7 @@ func (g *generator) service(s *model.Service, r *model.Router) {
 						}, value))
 				}
 			}
-			if g.add(ns, "meltemi-outbound-"+s.Hostname, ownerOf(s.Source), patches, origins) {
+			if g.add(ns, "meltemi-outbound-"+s.Hostname, ownerOf(s.Source), nil, patches, origins) {
 				g.plain[ns] = true
 			}
 		}
@@ -329,7 +343,7 @@ func (g *generator) service(s *model.Service, r *model.Router) {
 					}, value))
 			}
 		}
-		if g.add(s.Namespace, "meltemi-inbound-"+s.Hostname, ownerOf(s.Source), patches, origins) {
+		if g.add(s.Namespace, "meltemi-inbound-"+s.Hostname, ownerOf(s.Source), commonLabels(s), patches, origins) {
 			g.plain[s.Namespace] = true
 		}
 	}
@@ -423,6 +437,39 @@ func (g *generator) placement(s *model.Service, r *model.Router) (namespaces []s
 	}
 	slices.Sort(namespaces)
 	return namespaces, true
+}
+
+// commonLabels are the labels every endpoint of the service carries (for a Kubernetes
+// Service, typically its selector's labels): the inbound filter selects on them too, so that
+// it reaches the service's own workloads only and not another workload of the namespace
+// that happens to serve a TCP port with the same number. nil when the endpoints share no
+// label (or have none).
+func commonLabels(s *model.Service) map[string]string {
+	var common map[string]string
+	first := true
+	for _, p := range s.Ports {
+		for _, e := range p.Endpoints {
+			if first {
+				common = maps.Clone(e.Labels)
+				first = false
+				continue
+			}
+			for k, v := range common {
+				if e.Labels[k] != v {
+					delete(common, k)
+				}
+			}
+		}
+	}
+	for k, v := range common {
+		if len(validation.IsQualifiedName(k)) > 0 || len(validation.IsValidLabelValue(v)) > 0 {
+			delete(common, k) // not a Kubernetes label (a ServiceEntry endpoint's free-form one)
+		}
+	}
+	if len(common) == 0 {
+		return nil
+	}
+	return common
 }
 
 // targetPorts returns the distinct target ports of a port's endpoints, sorted.
@@ -569,12 +616,12 @@ func (g *generator) plainTextFilters(value *structpb.Struct) {
 				Value:     proto.Clone(value).(*structpb.Struct),
 			},
 		}
-		g.add(ns, PlainTextFilterName, OwnerShared, []*apinetworking.EnvoyFilter_EnvoyConfigObjectPatch{patch}, origins)
+		g.add(ns, PlainTextFilterName, OwnerShared, nil, []*apinetworking.EnvoyFilter_EnvoyConfigObjectPatch{patch}, origins)
 	}
 }
 
 // add records a filter and reports whether it did: one without patches is not written.
-func (g *generator) add(namespace, name, owner string, patches []*apinetworking.EnvoyFilter_EnvoyConfigObjectPatch, origins []model.ObjectRef) bool {
+func (g *generator) add(namespace, name, owner string, selector map[string]string, patches []*apinetworking.EnvoyFilter_EnvoyConfigObjectPatch, origins []model.ObjectRef) bool {
 	if len(patches) == 0 {
 		return false
 	}
@@ -588,9 +635,12 @@ func (g *generator) add(namespace, name, owner string, patches []*apinetworking.
 			Labels:    map[string]string{LabelManagedBy: ManagedBy, LabelOwner: owner},
 		},
 	}
-	labels := make(map[string]string, len(g.opts.WorkloadLabels))
-	for k, v := range g.opts.WorkloadLabels {
+	labels := make(map[string]string, len(g.opts.WorkloadLabels)+len(selector))
+	for k, v := range selector {
 		labels[k] = v
+	}
+	for k, v := range g.opts.WorkloadLabels {
+		labels[k] = v // the plugin label always; it wins over a workload label of the same key
 	}
 	ef.Spec.WorkloadSelector = &apinetworking.WorkloadSelector{Labels: labels}
 	ef.Spec.ConfigPatches = patches

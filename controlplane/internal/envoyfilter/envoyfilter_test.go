@@ -3,6 +3,7 @@ package envoyfilter
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -190,5 +191,40 @@ func TestOriginsFollowFilters(t *testing.T) {
 	}
 	if got := res.Origins["team-a/"+PlainTextFilterName]; !slices.Equal(got, []model.ObjectRef{echo, router}) {
 		t.Errorf("plainText origins in team-a = %v", got)
+	}
+}
+
+// TestInboundSelector: the inbound filter selects the plugin label plus the labels every
+// endpoint shares; the plugin label keeps its value.
+func TestInboundSelector(t *testing.T) {
+	for _, tc := range []struct {
+		labels []map[string]string
+		want   map[string]string
+	}{
+		{labels: []map[string]string{nil, nil}, want: map[string]string{DefaultWorkloadLabel: DefaultWorkloadValue}},
+		{labels: []map[string]string{{"app": "echo", "v": "1"}, {"app": "echo", "v": "2"}},
+			want: map[string]string{DefaultWorkloadLabel: DefaultWorkloadValue, "app": "echo"}},
+		{labels: []map[string]string{{"app": "echo"}, {"app": "other"}}, want: map[string]string{DefaultWorkloadLabel: DefaultWorkloadValue}},
+		{labels: []map[string]string{{"app": "echo", DefaultWorkloadLabel: "off"}},
+			want: map[string]string{DefaultWorkloadLabel: DefaultWorkloadValue, "app": "echo"}},
+	} {
+		s := echoService()
+		s.Ports[0].Endpoints = nil
+		for i, l := range tc.labels {
+			s.Ports[0].Endpoints = append(s.Ports[0].Endpoints, model.Endpoint{Address: fmt.Sprintf("10.0.0.%d:20880", i+1), Labels: l})
+		}
+		res := Generate(&model.Model{Services: []*model.Service{s}}, Options{Inbound: true})
+		var found bool
+		for _, ef := range res.Filters {
+			if ef.Name == "meltemi-inbound-echo.demo.svc.cluster.local" {
+				found = true
+				if got := ef.Spec.GetWorkloadSelector().GetLabels(); !maps.Equal(got, tc.want) {
+					t.Errorf("endpoint labels %v: selector %v, want %v", tc.labels, got, tc.want)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("endpoint labels %v: no inbound filter", tc.labels)
+		}
 	}
 }

@@ -80,8 +80,17 @@ func TestGoldenPatchesUnmarshalStrictly(t *testing.T) {
 				if err := strict.Unmarshal(f.Spec, spec); err != nil {
 					t.Fatalf("%s: spec: %v", key, err)
 				}
-				if !reflect.DeepEqual(spec.GetWorkloadSelector().GetLabels(), opts.WorkloadLabels) {
-					t.Errorf("%s: workload selector %v, want %v", key, spec.GetWorkloadSelector().GetLabels(), opts.WorkloadLabels)
+				// Every filter selects the plugin label; inbound ones may narrow further to the
+				// service's workloads.
+				sel := spec.GetWorkloadSelector().GetLabels()
+				if strings.HasPrefix(f.Metadata.Name, "meltemi-inbound-") {
+					for k, v := range opts.WorkloadLabels {
+						if sel[k] != v {
+							t.Errorf("%s: workload selector %v lacks %s=%s", key, sel, k, v)
+						}
+					}
+				} else if !reflect.DeepEqual(sel, opts.WorkloadLabels) {
+					t.Errorf("%s: workload selector %v, want %v", key, sel, opts.WorkloadLabels)
 				}
 				if spec.GetPriority() <= 0 || len(spec.GetTargetRefs()) != 0 || len(spec.GetConfigPatches()) == 0 {
 					t.Errorf("%s: priority %d, targetRefs %v, %d patches", key, spec.GetPriority(), spec.GetTargetRefs(), len(spec.GetConfigPatches()))
