@@ -442,13 +442,19 @@ func (g *generator) placement(s *model.Service, r *model.Router) (namespaces []s
 // commonLabels are the labels every endpoint of the service carries (for a Kubernetes
 // Service, typically its selector's labels): the inbound filter selects on them too, so that
 // it reaches the service's own workloads only and not another workload of the namespace
-// that happens to serve a TCP port with the same number. nil when the endpoints share no
-// label (or have none).
+// that happens to serve a TCP port with the same number. Endpoints without labels do not
+// count. nil when the endpoints share no label (or have none).
 func commonLabels(s *model.Service) map[string]string {
 	var common map[string]string
 	first := true
 	for _, p := range s.Ports {
 		for _, e := range p.Endpoints {
+			if len(e.Labels) == 0 {
+				// Labels unknown (a pod the source has not seen yet, an endpoint without
+				// any): no evidence either way, and skipping it keeps the selector from
+				// flapping while pods start.
+				continue
+			}
 			if first {
 				common = maps.Clone(e.Labels)
 				first = false

@@ -205,6 +205,7 @@ func TestInboundSelector(t *testing.T) {
 		{labels: []map[string]string{{"app": "echo", "v": "1"}, {"app": "echo", "v": "2"}},
 			want: map[string]string{DefaultWorkloadLabel: DefaultWorkloadValue, "app": "echo"}},
 		{labels: []map[string]string{{"app": "echo"}, {"app": "other"}}, want: map[string]string{DefaultWorkloadLabel: DefaultWorkloadValue}},
+		{labels: []map[string]string{{"app": "echo"}, nil}, want: map[string]string{DefaultWorkloadLabel: DefaultWorkloadValue, "app": "echo"}},
 		{labels: []map[string]string{{"app": "echo", DefaultWorkloadLabel: "off"}},
 			want: map[string]string{DefaultWorkloadLabel: DefaultWorkloadValue, "app": "echo"}},
 	} {
