@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/meltemi-mesh/meltemi/controlplane/api/v1alpha1"
@@ -40,7 +42,10 @@ const (
 // kube Source -> controller (xDS) -> OnSync -> istio.Writer, status through a StatusWriter
 // that lists the EnvoyFilters, writers and status only while it holds the Lease.
 type replica struct {
-	name    string
+	name string
+	// cut, once set, fails every request of the replica to the API server: a replica that
+	// crashed or lost the network, and so cannot release its Lease.
+	cut     atomic.Bool
 	leader  *istio.Leader
 	reg     *prometheus.Registry
 	reports atomic.Int64 // status reports that reached the StatusWriter
@@ -64,13 +69,22 @@ func startReplica(t *testing.T, e *env, name string) *replica {
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})).With("replica", name)
 	r := &replica{name: name, reg: prometheus.NewRegistry(), cancel: cancel, done: make(chan struct{})}
+	cfg := rest.CopyConfig(e.cfg)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(req *http.Request) (*http.Response, error) {
+			if r.cut.Load() {
+				return nil, errors.New("cut off from the API server")
+			}
+			return rt.RoundTrip(req)
+		})
+	})
 
-	src := &kube.Source{Config: e.cfg, Log: log.With("component", "source"), DiscoveryInterval: time.Second}
-	sw, err := kube.NewStatusWriter(e.cfg, src.Reader(), log.With("component", "status"))
+	src := &kube.Source{Config: cfg, Log: log.With("component", "source"), DiscoveryInterval: time.Second}
+	sw, err := kube.NewStatusWriter(cfg, src.Reader(), log.With("component", "status"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	wc, err := client.New(e.cfg, client.Options{})
+	wc, err := client.New(cfg, client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +103,7 @@ func startReplica(t *testing.T, e *env, name string) *replica {
 	})
 	sw.EnvoyFilters = w.EnvoyFilters
 	r.leader = istio.NewLeader(istio.LeaderOptions{
-		Config: e.cfg, Namespace: "meltemi-system", Identity: name,
+		Config: cfg, Namespace: "meltemi-system", Identity: name,
 		LeaseDuration: testLeaseDuration, RenewDeadline: testRenewDeadline, RetryPeriod: testRetryPeriod,
 		Log: log.With("component", "leader"),
 	})
@@ -118,6 +132,10 @@ func startReplica(t *testing.T, e *env, name string) *replica {
 	t.Cleanup(r.stop)
 	return r
 }
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
 func (r *replica) stop() {
 	r.cancel()
@@ -402,6 +420,31 @@ func TestIstioMode(t *testing.T) {
 	}
 	if holder, _, _ := unstructured.NestedString(lease.Object, "spec", "holderIdentity"); holder != "replica-b" {
 		t.Errorf("Lease held by %q", holder)
+	}
+
+	// A leader that crashes (cut off: it cannot release the Lease) stops leading within
+	// its renew deadline, and a follower takes over once the Lease expires.
+	c := startReplica(t, e, "replica-c")
+	time.Sleep(2 * testRetryPeriod) // c is a candidate
+	start = time.Now()
+	b.cut.Store(true)
+	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, testLeaseDuration+2*testRetryPeriod+time.Second, true, func(context.Context) (bool, error) {
+		return c.leader.Leading(), nil
+	}); err != nil {
+		t.Fatalf("replica-c did not take over from a crashed leader within %v", testLeaseDuration+2*testRetryPeriod+time.Second)
+	}
+	t.Logf("takeover from a crashed leader in %v", time.Since(start).Round(time.Millisecond))
+	if b.leader.Leading() {
+		t.Error("the crashed leader still thinks it leads after the Lease expired")
+	}
+	const svc3 = "third"
+	h3 := host(svc3, ns)
+	create(t, ctx, e.c, service(ns, svc3))
+	waitFilters(t, ctx, e.c, 10*time.Second, "written by the third leader", func(fs map[string]*unstructured.Unstructured) bool {
+		return fs[filterKey("istio-system", "outbound", h3)] != nil
+	})
+	if c.metric(t, "meltemi_istio_envoyfilter_applies_total") == 0 {
+		t.Error("replica-c leads but applied nothing")
 	}
 }
 
