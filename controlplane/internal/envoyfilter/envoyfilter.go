@@ -302,12 +302,23 @@ func (g *generator) service(s *model.Service, r *model.Router) {
 			g.problem(r.Source, ReasonNotExported,
 				"the exportTo of the MetaRouter and of %s share no namespace: no sidecar gets the Meltemi filter for it", s.Hostname)
 		}
-		for _, ns := range namespaces {
-			var patches []*apinetworking.EnvoyFilter_EnvoyConfigObjectPatch
-			for _, p := range s.Ports {
+		// The filter of a port is the same in every namespace and for every VIP: encode it
+		// once (encoding dominates Generate's time), give each patch its own copy.
+		values := make([]*structpb.Struct, len(s.Ports))
+		if len(namespaces) > 0 {
+			for i, p := range s.Ports {
 				value, err := g.outboundFilter(s, p)
 				if err != nil {
 					g.problem(s.Source, ReasonInvalidOptions, "port %d: %v", p.Number, err)
+					continue
+				}
+				values[i] = value
+			}
+		}
+		for _, ns := range namespaces {
+			var patches []*apinetworking.EnvoyFilter_EnvoyConfigObjectPatch
+			for i, p := range s.Ports {
+				if values[i] == nil {
 					continue
 				}
 				for _, vip := range vips {
@@ -315,7 +326,7 @@ func (g *generator) service(s *model.Service, r *model.Router) {
 						&apinetworking.EnvoyFilter_ListenerMatch{
 							Name:        vip + "_" + strconv.FormatUint(uint64(p.Number), 10),
 							FilterChain: &apinetworking.EnvoyFilter_ListenerMatch_FilterChainMatch{Filter: tcpProxyMatch()},
-						}, value))
+						}, proto.Clone(values[i]).(*structpb.Struct)))
 				}
 			}
 			if g.add(ns, "meltemi-outbound-"+s.Hostname, ownerOf(s.Source), nil, patches, origins) {
