@@ -23,9 +23,13 @@
 // types (proto field names), so Istio, Envoy and this package's tests decode them strictly.
 //
 // Outbound. Istio names the outbound TCP listener of a service port `<VIP>_<port>` (IPv6
-// VIPs without brackets); a service without an address has no such listener, its traffic
-// goes through the passthrough chain and no filter can catch it (Aeraki #171), so it gets a
-// NoVIP problem instead of a filter (the controller allocates VIPs for ServiceEntries).
+// VIPs without brackets). It builds one only for ports it sees as TCP: a Kubernetes Service
+// port named tcp-<protocol>[-...] (Aeraki's convention) or with appProtocol tcp, a
+// ServiceEntry port with protocol TCP; HTTP and auto-detected ports share a wildcard
+// 0.0.0.0_<port> listener instead, where these filters match nothing. A service without an
+// address has no such listener either: its traffic goes through the passthrough chain and
+// no filter can catch it (Aeraki #171), so it gets a NoVIP problem instead of a filter (the
+// controller allocates VIPs for ServiceEntries).
 // Dual-stack Kubernetes services get a patch for each address: on Istio versions that put
 // the second address into the first one's listener as an additional address, the patch of
 // the second address matches nothing, which is harmless.
@@ -205,6 +209,9 @@ func Generate(m *model.Model, opts Options) *Result {
 	}
 	// Without the plainText cluster the plugin cannot reach any upstream: if it cannot be
 	// encoded (Options.Validate says so at startup), no filter is written at all.
+	if m == nil {
+		m = &model.Model{}
+	}
 	plainText, err := g.plainTextCluster()
 	for _, s := range m.Services {
 		if s == nil || len(s.Ports) == 0 {

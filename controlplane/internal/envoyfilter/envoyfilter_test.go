@@ -229,3 +229,10 @@ func TestInboundSelector(t *testing.T) {
 		}
 	}
 }
+
+func TestGenerateNilModel(t *testing.T) {
+	res := Generate(nil, Options{})
+	if res == nil || len(res.Filters) != 0 || len(res.Problems) != 0 || res.Origins == nil {
+		t.Errorf("Generate(nil) = %+v", res)
+	}
+}
