@@ -63,9 +63,11 @@ check_tools() {
   need_tool helm "https://helm.sh/docs/intro/install/ (v3.14 or later)" helm version --short
   need_tool go "https://go.dev/dl/ (the version in go.mod)" go version
   need_tool istioctl "curl -sL https://istio.io/downloadIstio | ISTIO_VERSION=$ISTIO_VERSION sh -, then put istio-$ISTIO_VERSION/bin on PATH" \
-    istioctl version --remote=false --short
+    istioctl version --remote=false
+  # Releases print "1.28.0" or "client version: 1.28.0": the version is the last word.
   local have
-  have=$(istioctl version --remote=false --short 2>/dev/null | head -n 1)
+  have=$(istioctl version --remote=false 2>/dev/null | head -n 1)
+  have=${have##* }
   [[ $have == "$ISTIO_VERSION" ]] ||
     die "istioctl is $have, want $ISTIO_VERSION (set ISTIO_VERSION=$have to use it, or install $ISTIO_VERSION)"
   local file
