@@ -58,7 +58,10 @@
 // duplicate name). Its transport socket is Options.PlainTextTransportSocket, plaintext when
 // nil: the plugin's upstream connections then do not get Istio's ISTIO_MUTUAL transport
 // socket, so servers must accept plaintext (PeerAuthentication PERMISSIVE or DISABLE on the
-// Meltemi ports), unless the option sets a TLS transport socket.
+// Meltemi ports), unless the option sets a TLS transport socket. The inbound plugin dials
+// the local workload through the same cluster, so a transport socket and inbound filters
+// exclude each other: with a transport socket Generate writes no inbound filter
+// (Options.InboundWritten tells the cmd, which can say so at startup).
 package envoyfilter
 
 import (
@@ -166,7 +169,8 @@ type Options struct {
 	// PlainTextTransportSocket is the transport socket of the plainText cluster; nil:
 	// plaintext.
 	PlainTextTransportSocket *corev3.TransportSocket
-	// Inbound also writes the inbound filters (the cmd turns it on by default).
+	// Inbound also writes the inbound filters (the cmd turns it on by default). Ignored
+	// when PlainTextTransportSocket is set (see the package documentation).
 	Inbound bool
 }
 
@@ -233,6 +237,13 @@ func Generate(m *model.Model, opts Options) *Result {
 	}
 	g.plainTextFilters(plainText)
 	return g.result()
+}
+
+// InboundWritten reports whether Generate writes inbound filters: Inbound is set and no
+// plainText transport socket is (the inbound plugin reaches the local workload, which
+// speaks plaintext, through the same cluster).
+func (o Options) InboundWritten() bool {
+	return o.Inbound && o.PlainTextTransportSocket == nil
 }
 
 // Validate reports options that would make Generate write filters Istio or Envoy rejects:
@@ -342,7 +353,9 @@ func (g *generator) service(s *model.Service, r *model.Router) {
 		}
 	}
 
-	if g.opts.Inbound {
+	// With a transport socket on plainText the inbound plugin's connections to the local
+	// workload would speak TLS to it: the inbound filters are left out (InboundWritten).
+	if g.opts.InboundWritten() {
 		var patches []*apinetworking.EnvoyFilter_EnvoyConfigObjectPatch
 		for _, p := range s.Ports {
 			for _, tp := range targetPorts(p) {

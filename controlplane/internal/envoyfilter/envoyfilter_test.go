@@ -142,8 +142,12 @@ func TestOptionsValidate(t *testing.T) {
 	if err := (Options{}).Validate(); err != nil {
 		t.Errorf("defaults: %v", err)
 	}
-	if err := (Options{PlainTextTransportSocket: tlsTransportSocket(t)}).Validate(); err != nil {
+	if err := (Options{PlainTextTransportSocket: tlsTransportSocket(t), Inbound: true}).Validate(); err != nil {
 		t.Errorf("TLS transport socket: %v", err)
+	}
+	if (Options{PlainTextTransportSocket: tlsTransportSocket(t), Inbound: true}).InboundWritten() ||
+		!(Options{Inbound: true}).InboundWritten() || (Options{}).InboundWritten() {
+		t.Error("InboundWritten: want true only for Inbound without a transport socket")
 	}
 	unknown := &corev3.TransportSocket{
 		Name:       "custom",
@@ -168,7 +172,7 @@ func TestOptionsValidate(t *testing.T) {
 
 	// Generate with the unencodable transport socket writes nothing and says why on each
 	// service.
-	res := Generate(&model.Model{Services: []*model.Service{echoService()}}, Options{PlainTextTransportSocket: unknown, Inbound: true})
+	res := Generate(&model.Model{Services: []*model.Service{echoService()}}, Options{PlainTextTransportSocket: unknown})
 	if len(res.Filters) != 0 || len(res.Problems) != 1 || res.Problems[0].Reason != ReasonInvalidOptions ||
 		res.Problems[0].Object.Name != "echo" || res.Problems[0].Condition != v1alpha1.ConditionProgrammed {
 		t.Errorf("filters %d, problems %v", len(res.Filters), res.Problems)
