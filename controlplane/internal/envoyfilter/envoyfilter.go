@@ -29,27 +29,29 @@
 // 0.0.0.0_<port> listener instead, where these filters match nothing. A service without an
 // address has no such listener either: its traffic goes through the passthrough chain and
 // no filter can catch it (Aeraki #171), so it gets a NoVIP problem instead of a filter (the
-// controller allocates VIPs for ServiceEntries).
-// Dual-stack Kubernetes services get a patch for each address: on Istio versions that put
-// the second address into the first one's listener as an additional address, the patch of
-// the second address matches nothing, which is harmless.
+// controller allocates VIPs for ServiceEntries). Dual-stack Kubernetes services get a patch
+// for each address: on Istio versions that put the second address into the first one's
+// listener as an additional address, the patch of the second address matches nothing,
+// which is harmless.
 //
 // Inbound. With Options.Inbound, the filter chain of virtualInbound whose destination port
 // is a target port of the service port gets the plugin too, in the service's own namespace
 // (where its workloads are), for the workloads that carry both the plugin label and every
 // label all of the service's endpoints share (for a Kubernetes Service, typically its
-// selector), so that another workload of the namespace serving a TCP port of the same number
-// keeps its own chain. Endpoints that share no label (ServiceEntry endpoints without labels)
-// leave only the plugin label: then two services of one namespace with the same target port
-// both patch that port's chain on every plugin workload of the namespace (the first patch
-// set replaces tcp_proxy, the second then matches nothing), and a service in the root
-// namespace patches it mesh-wide. The controller serves no inbound route configurations over xDS
-// yet, so the inbound filter carries its routes inline: one route to a cluster named
-// "inbound|<port>||<host>" whose only endpoint is 127.0.0.1:<targetPort>, the local workload
-// (the application must accept connections on the loopback address, as with Istio's
-// pre-1.10 inbound forwarding; IPv6-only pods need a route configuration served over xDS,
-// later). Server-side policy can then move to an "inbound|<port>||<host>" route
-// configuration served over RDS without changing the EnvoyFilter's shape.
+// selector), so that another workload of the namespace serving a TCP port of the same
+// number keeps its own chain. Endpoints that share no label (ServiceEntry endpoints without
+// labels) leave only the plugin label: then two services of one namespace with the same
+// target port both patch that port's chain on every plugin workload of the namespace (the
+// first patch set replaces tcp_proxy, the second then matches nothing), and a service in the
+// root namespace patches it mesh-wide.
+//
+// The controller serves no inbound route configurations over xDS yet, so the inbound filter
+// carries its routes inline: one route to a cluster named "inbound|<port>||<host>" whose
+// only endpoint is 127.0.0.1:<targetPort>, the local workload. The application must accept
+// connections on the loopback address (one listening on 0.0.0.0 does; one bound to the pod
+// IP only does not, and IPv6-only pods need a route configuration served over xDS, later).
+// Server-side policy can then move to an "inbound|<port>||<host>" route configuration
+// served over RDS without changing the EnvoyFilter's shape.
 //
 // plainText. The plugin dials every upstream through the cluster Envoy requires to be named
 // plainText (ORIGINAL_DST, CLUSTER_PROVIDED). It is added once per namespace that holds one
