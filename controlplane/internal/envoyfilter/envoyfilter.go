@@ -199,8 +199,10 @@ func (o Options) withDefaults() Options {
 type Result struct {
 	// Filters are sorted by namespace/name.
 	Filters []*networkingv1alpha3.EnvoyFilter
-	// Origins maps "namespace/name" of a filter to the objects it programs (the
-	// Service/ServiceEntry and the MetaRouter of that host), sorted and unique.
+	// Origins maps "namespace/name" of a filter to the objects it programs, sorted and
+	// unique: an outbound filter the Service/ServiceEntry and the MetaRouter of that host
+	// (whose routes it fetches); an inbound filter the service only (its routes are
+	// inline); a plainText filter everything the other filters of its namespace program.
 	Origins  map[string][]model.ObjectRef
 	Problems []model.Problem
 }
@@ -376,7 +378,7 @@ func (g *generator) service(s *model.Service, r *model.Router) {
 					}, value))
 			}
 		}
-		if g.add(s.Namespace, "meltemi-inbound-"+s.Hostname, ownerOf(s.Source), commonLabels(s), patches, origins) {
+		if g.add(s.Namespace, "meltemi-inbound-"+s.Hostname, ownerOf(s.Source), commonLabels(s), patches, []model.ObjectRef{s.Source}) {
 			g.plain[s.Namespace] = true
 		}
 	}

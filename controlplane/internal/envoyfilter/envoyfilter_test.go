@@ -240,3 +240,19 @@ func TestGenerateNilModel(t *testing.T) {
 		t.Errorf("Generate(nil) = %+v", res)
 	}
 }
+
+// TestInboundOrigins: an inbound filter programs the service only, not its router (whose
+// routes it does not use), even when the router's exportTo leaves no outbound filter.
+func TestInboundOrigins(t *testing.T) {
+	m, opts := loadCase(t, "metarouter-disjoint")
+	res := Generate(m, opts)
+	echo := model.ObjectRef{Kind: "Service", Namespace: "demo", Name: "echo"}
+	for _, key := range []string{"demo/meltemi-inbound-echo.demo.svc.cluster.local", "demo/" + PlainTextFilterName} {
+		if got := res.Origins[key]; !slices.Equal(got, []model.ObjectRef{echo}) {
+			t.Errorf("origins of %s = %v, want the service only", key, got)
+		}
+	}
+	if len(res.Filters) != 2 {
+		t.Errorf("%d filters, want inbound + plainText", len(res.Filters))
+	}
+}
