@@ -100,7 +100,7 @@ func newIstioWriter(cfg *rest.Config, f istioFlags, log *slog.Logger, reg promet
 			for _, p := range r.Problems {
 				wlog.Debug("no EnvoyFilter", "object", p.Object.String(), "reason", p.Reason, "message", p.Message)
 			}
-			return &istio.Desired{Filters: r.Filters, Origins: r.Origins}
+			return &istio.Desired{Filters: r.Filters, Origins: r.Origins, Problems: r.Problems}
 		},
 		VIPRange:   vips,
 		Debounce:   f.debounce,

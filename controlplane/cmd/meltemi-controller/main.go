@@ -151,6 +151,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 				return err
 			}
 			w.EnvoyFilters = writer.EnvoyFilters
+			sink = &istio.ProblemsSink{Sink: w, Problems: writer.Problems}
 		}
 		if *leaderElect {
 			ns := *leaseNs
@@ -161,7 +162,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 				Config: cfg, Namespace: ns, LeaseDuration: *leaseDuration, RenewDeadline: *renewDeadline,
 				RetryPeriod: *retryPeriod, Log: log.With("component", "leader"),
 			})
-			sink = &istio.LeaderOnlySink{Sink: w, Leading: leader.Leading}
+			sink = &istio.LeaderOnlySink{Sink: sink, Leading: leader.Leading}
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "meltemi_controller_leader", Help: "1 while this replica holds the Lease and writes, else 0.",
 			}, func() float64 {

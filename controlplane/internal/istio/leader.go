@@ -15,8 +15,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
-
-	"github.com/meltemi-mesh/meltemi/controlplane/internal/controller"
 )
 
 // LeaseName is the Lease the replicas compete for.
@@ -156,18 +154,4 @@ func (l *Leader) Run(ctx context.Context, lead func(ctx context.Context)) error 
 		}
 	}
 	return nil
-}
-
-// LeaderOnlySink passes status reports to Sink only while Leading says so: followers serve
-// xDS but write no status.
-type LeaderOnlySink struct {
-	Sink    controller.StatusSink
-	Leading func() bool
-}
-
-// Report implements controller.StatusSink.
-func (s *LeaderOnlySink) Report(ctx context.Context, statuses []controller.ObjectStatus) {
-	if s.Leading() {
-		s.Sink.Report(ctx, statuses)
-	}
 }

@@ -43,6 +43,9 @@ type Desired struct {
 	Filters []*networkingv1alpha3.EnvoyFilter
 	// Origins maps "namespace/name" of a filter to the objects it was made from.
 	Origins map[string][]model.ObjectRef
+	// Problems are why some object got no (or not every) EnvoyFilter: they join the
+	// object's status (Programmed False).
+	Problems []model.Problem
 }
 
 // WriterOptions configure a Writer.
@@ -78,7 +81,9 @@ type Writer struct {
 	in      *model.Inputs
 	model   *model.Model
 	written map[objectKey][]string // object -> EnvoyFilters ("ns/name") that program it
-	dirty   chan struct{}
+	// problems are the generator's, by object, from the last write.
+	problems map[objectKey][]model.Problem
+	dirty    chan struct{}
 }
 
 // objectKey is an ObjectRef without its generation and file.
@@ -122,6 +127,13 @@ func (w *Writer) EnvoyFilters(obj model.ObjectRef) []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.written[keyOf(obj)]
+}
+
+// Problems returns the generator's problems with obj from the last write.
+func (w *Writer) Problems(obj model.ObjectRef) []model.Problem {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.problems[keyOf(obj)]
 }
 
 // Run writes after each Update (debounced) until ctx is done, and returns nil then. A failed
@@ -254,9 +266,15 @@ func (w *Writer) writeFilters(ctx context.Context, d *Desired) error {
 	for _, v := range written {
 		slices.Sort(v)
 	}
+	problems := make(map[objectKey][]model.Problem)
+	for _, p := range d.Problems {
+		k := keyOf(p.Object)
+		problems[k] = append(problems[k], p)
+	}
 	w.mu.Lock()
-	changed := !maps.EqualFunc(w.written, written, slices.Equal[[]string])
-	w.written = written
+	changed := !maps.EqualFunc(w.written, written, slices.Equal[[]string]) ||
+		!maps.EqualFunc(w.problems, problems, slices.Equal[[]model.Problem])
+	w.written, w.problems = written, problems
 	w.mu.Unlock()
 	if changed && w.opts.OnWritten != nil {
 		w.opts.OnWritten()

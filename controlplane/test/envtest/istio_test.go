@@ -93,7 +93,7 @@ func startReplica(t *testing.T, e *env, name string) *replica {
 		Client: wc,
 		Generate: func(m *model.Model) *istio.Desired {
 			res := envoyfilter.Generate(m, envoyfilter.Options{Inbound: true})
-			return &istio.Desired{Filters: res.Filters, Origins: res.Origins}
+			return &istio.Desired{Filters: res.Filters, Origins: res.Origins, Problems: res.Problems}
 		},
 		VIPRange:   netip.MustParsePrefix(istio.DefaultVIPRange),
 		Debounce:   200 * time.Millisecond,
@@ -108,7 +108,10 @@ func startReplica(t *testing.T, e *env, name string) *replica {
 		Log: log.With("component", "leader"),
 	})
 	ctrl = controller.New(controller.Options{
-		Sink:   &istio.LeaderOnlySink{Sink: countingSink{sink: sw, n: &r.reports}, Leading: r.leader.Leading},
+		Sink: &istio.LeaderOnlySink{
+			Sink:    countingSink{sink: &istio.ProblemsSink{Sink: sw, Problems: w.Problems}, n: &r.reports},
+			Leading: r.leader.Leading,
+		},
 		Logger: log.With("component", "controller"),
 		OnSync: w.Update,
 	})
@@ -299,7 +302,8 @@ func TestIstioMode(t *testing.T) {
 		t.Errorf("outbound listeners %v; want %v", got, want)
 	}
 	waitStatus(t, ctx, e.c, ns, svc, 10*time.Second, func(mr *v1alpha1.MetaRouter) bool {
-		return slices.Contains(mr.Status.EnvoyFilters, out) && slices.Contains(mr.Status.EnvoyFilters, in)
+		// The inbound filter belongs to the Service only: the MetaRouter routes clients.
+		return slices.Contains(mr.Status.EnvoyFilters, out) && !slices.Contains(mr.Status.EnvoyFilters, in)
 	})
 	// An unchanged model rewrites nothing.
 	applies := a.metric(t, "meltemi_istio_envoyfilter_applies_total")
@@ -401,6 +405,19 @@ func TestIstioMode(t *testing.T) {
 	if b.metric(t, "meltemi_istio_envoyfilter_applies_total") == 0 || b.reports.Load() == 0 {
 		t.Errorf("new leader: %v applies, %d status reports", b.metric(t, "meltemi_istio_envoyfilter_applies_total"), b.reports.Load())
 	}
+	// A MetaRouter whose exportTo shares no namespace with its service's gets no filter and
+	// says why: Programmed False, NotExported.
+	const svc4 = "hidden"
+	h4 := host(svc4, ns)
+	hidden := service(ns, svc4)
+	hidden.Annotations = map[string]string{"networking.istio.io/exportTo": "."}
+	mr4 := metaRouter(ns, svc4, h4, toHost(h4))
+	mr4.Spec.ExportTo = []string{"elsewhere"}
+	create(t, ctx, e.c, hidden, mr4)
+	waitStatus(t, ctx, e.c, ns, svc4, 10*time.Second, func(mr *v1alpha1.MetaRouter) bool {
+		return condIs(mr, v1alpha1.ConditionProgrammed, metav1.ConditionFalse, envoyfilter.ReasonNotExported)
+	})
+
 	// The VIP survived the change of controller: kept, not rewritten.
 	if err := e.c.Get(ctx, client.ObjectKeyFromObject(se), se); err != nil {
 		t.Fatal(err)
