@@ -342,6 +342,23 @@ func TestIstioMode(t *testing.T) {
 		t.Errorf("the user's EnvoyFilter: %v", err)
 	}
 
+	// A write that fails is retried with backoff, without a further change: a service
+	// exported to a namespace that does not exist yet gets its filter once it does.
+	const late = "late"
+	lateSvc := service(ns, late)
+	lateSvc.Annotations = map[string]string{"networking.istio.io/exportTo": "late-ns"}
+	errs := a.metric(t, "meltemi_istio_write_errors_total")
+	create(t, ctx, e.c, lateSvc)
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return a.metric(t, "meltemi_istio_write_errors_total") >= errs+2, nil
+	}); err != nil {
+		t.Fatal("applying into a missing namespace failed fewer than twice")
+	}
+	create(t, ctx, e.c, namespace("late-ns"))
+	waitFilters(t, ctx, e.c, 10*time.Second, "written on retry", func(fs map[string]*unstructured.Unstructured) bool {
+		return fs[filterKey("late-ns", "outbound", host(late, ns))] != nil
+	})
+
 	// A ServiceEntry without addresses gets a VIP, and a filter on it.
 	var vip string
 	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
@@ -445,10 +462,13 @@ func TestIstioMode(t *testing.T) {
 	time.Sleep(2 * testRetryPeriod) // c is a candidate
 	start = time.Now()
 	b.cut.Store(true)
-	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, testLeaseDuration+2*testRetryPeriod+time.Second, true, func(context.Context) (bool, error) {
+	// The follower sees the Lease expire LeaseDuration after it last saw it renewed, which
+	// is up to a (jittered) retry period after the renewal; then it acquires at its next try.
+	crashBound := testLeaseDuration + 4*testRetryPeriod + 2*time.Second
+	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, crashBound, true, func(context.Context) (bool, error) {
 		return c.leader.Leading(), nil
 	}); err != nil {
-		t.Fatalf("replica-c did not take over from a crashed leader within %v", testLeaseDuration+2*testRetryPeriod+time.Second)
+		t.Fatalf("replica-c did not take over from a crashed leader within %v", crashBound)
 	}
 	t.Logf("takeover from a crashed leader in %v", time.Since(start).Round(time.Millisecond))
 	if b.leader.Leading() {
