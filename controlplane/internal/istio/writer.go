@@ -309,21 +309,14 @@ func envoyFilterObject(ef *networkingv1alpha3.EnvoyFilter) (*unstructured.Unstru
 	return u, nil
 }
 
-// sameContent: cur (from the cluster) has want's spec, and its labels and annotations.
-// Both specs go through JSON, so numbers compare alike (the API server's int64 and the
-// marshalled float64).
+// sameContent: cur (from the cluster) has exactly want's labels, annotations and spec. Exact,
+// so that a label the generator stopped setting is removed by the next apply (a label
+// someone else added makes an apply per write, which changes nothing). Both specs go through
+// JSON, so numbers compare alike (the API server's int64 and the marshalled float64).
 func sameContent(cur, want *unstructured.Unstructured) bool {
-	for k, v := range want.GetLabels() {
-		if cur.GetLabels()[k] != v {
-			return false
-		}
-	}
-	for k, v := range want.GetAnnotations() {
-		if cur.GetAnnotations()[k] != v {
-			return false
-		}
-	}
-	return reflect.DeepEqual(normalize(cur.Object["spec"]), normalize(want.Object["spec"]))
+	return maps.Equal(cur.GetLabels(), want.GetLabels()) &&
+		maps.Equal(cur.GetAnnotations(), want.GetAnnotations()) &&
+		reflect.DeepEqual(normalize(cur.Object["spec"]), normalize(want.Object["spec"]))
 }
 
 func normalize(v any) any {
