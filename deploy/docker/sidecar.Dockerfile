@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # The Meltemi sidecar: Istio's proxyv2 (pilot-agent, the bootstrap, iptables setup) with
 #   - Envoy's contrib build, which has envoy.filters.network.golang (Istio's own Envoy lacks
 #     it), copied over /usr/local/bin/envoy;
@@ -27,10 +28,12 @@ ARG GO_VERSION=1.26
 
 FROM docker.io/library/golang:${GO_VERSION}-bookworm AS plugin
 WORKDIR /src
-COPY go.mod go.sum ./
-RUN GOWORK=off go mod download
+# The workspace (go.work) needs the e2e module's go.mod/go.sum, not its sources (the
+# .dockerignore keeps those out); the root go.sum alone does not cover every dependency, so
+# the build runs in workspace mode. Only what the plugin imports is downloaded.
 COPY . .
-RUN GOWORK=off CGO_ENABLED=1 go build -trimpath -buildmode=c-shared -o /out/meltemi.so ./plugin \
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=1 go build -trimpath -buildmode=c-shared -o /out/meltemi.so ./plugin \
  && rm -f /out/meltemi.h \
  && objdump -T /out/meltemi.so | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -Vu | tail -1 >/out/glibc-required \
  && echo "meltemi.so needs glibc $(cat /out/glibc-required)"
