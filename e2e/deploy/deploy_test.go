@@ -18,6 +18,8 @@ import (
 	"strings"
 	"testing"
 
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/lint/support"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -630,4 +632,24 @@ func labelsSelector(m map[string]string) (labels.Selector, error) {
 // runtimeFromUnstructured converts o into a typed object, failing on unknown fields.
 func runtimeFromUnstructured(o *unstructured.Unstructured, out any) error {
 	return k8sruntime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(o.Object, out, true)
+}
+
+// TestChartLint runs Helm's linter (as `helm lint --strict`) with the default and the
+// non-default values: no errors and no warnings.
+func TestChartLint(t *testing.T) {
+	for name, values := range map[string]map[string]any{"default": nil, "non-default": nonDefault(t), "strict mTLS": strictMTLSValues(t)} {
+		l := action.NewLint()
+		l.Strict = true
+		l.Namespace = Namespace
+		res := l.Run([]string{filepath.Join(repoRoot(t), ChartDir)}, values)
+		t.Logf("%s values: %d lint messages (info and above)", name, len(res.Messages))
+		for _, err := range res.Errors {
+			t.Errorf("%s values: %v", name, err)
+		}
+		for _, m := range res.Messages {
+			if m.Severity >= support.WarningSev {
+				t.Errorf("%s values: %s", name, m.Error())
+			}
+		}
+	}
 }
