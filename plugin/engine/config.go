@@ -47,6 +47,26 @@ type Route struct {
 	// requests: apache/thrift clients send oneway functions as CALL messages, so only the
 	// IDL knows. Such requests are forwarded and nothing waits for their answer.
 	OnewayMethods []string
+	// Mirrors send copies of the route's requests to other clusters (shadowing): each
+	// policy copies a share of the requests to an endpoint of its cluster, and the
+	// responses of the copies are read and dropped. Copies never change what the client
+	// gets: see Mirror.
+	Mirrors []Mirror
+}
+
+// Mirror copies a share of a route's requests to a cluster. The copy is the request as the
+// route forwards it (request header mutations applied) with a request id of its own; it is
+// balanced, limited and pooled as any request to that cluster, bounded by the route
+// timeout, and oneway when the request is. Its response is read and dropped; its failures
+// (no endpoint, over limit, connect failure, timeout, upstream close) are counted
+// (Stats.MirrorFailed) and retried nowhere. Requests refused before routing (undecodable,
+// no route) are not mirrored.
+type Mirror struct {
+	// Cluster receives the copies. It must be one of the configuration's clusters.
+	Cluster string
+	// Percent is the share of the route's requests copied, from 0 (none) to 100 (all),
+	// sampled per request. Unlike the API's runtime_fraction_percent, 0 means none.
+	Percent float64
 }
 
 // WeightedCluster is one destination of a traffic split.

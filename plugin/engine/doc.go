@@ -25,6 +25,15 @@
 // they are written. A connection whose request times out or whose client leaves is closed,
 // since its late response would otherwise answer the next request.
 //
+// A route may mirror its requests (Route.Mirrors): each policy samples a share of them, with
+// a lock-free per-engine generator, and sends a copy to an endpoint of its cluster through
+// that cluster's balancer, limits and pools (the copy gets an id of its own there, and the
+// route timeout). The copy is made before the request is forwarded and shares no bytes with
+// it. Its response is read and dropped, its failures are counted (Stats.Mirrored,
+// MirrorResponses, MirrorFailed), and neither ever reaches the client, which sees only the
+// response to its request. Oneway requests are mirrored as oneway; requests answered
+// before routing (undecodable, no route) are not mirrored.
+//
 // Local replies use the codec's protocol-correct errors: over_limit when the cluster's
 // MaxRequests or MaxPendingRequests is reached, timeout when the route timeout expires (the
 // late response is dropped), unavailable when connects fail on MaxConnectAttempts endpoints

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,8 @@ type Engine struct {
 	closed atomic.Bool
 	// refuse, when set, is why every request is refused (see Refusing).
 	refuse string
+	// rng is the state of the generator that samples mirrored requests (random).
+	rng atomic.Uint64
 
 	// table is the route table; each request loads it once and keeps what it loaded, so an
 	// Update never changes the routing of a request already routed.
@@ -75,6 +78,7 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	}
 	e := &Engine{codec: cfg.Codec, idle: cfg.IdleTimeout, drain: orDefault(opts.DrainTimeout, DefaultDrainTimeout),
 		dialer: opts.Dialer, log: log, start: time.Now()}
+	e.rng.Store(rand.Uint64())
 	t, swaps, err := e.compile(cfg.Routes, cfg.Clusters, nil)
 	if err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
@@ -105,6 +109,16 @@ func Refusing(codec codecs.Codec, msg string, logger *slog.Logger) *Engine {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Engine{codec: codec, refuse: msg, log: logger, start: time.Now()}
+}
+
+// random returns a pseudo-random number: SplitMix64 over an atomic counter, so that every
+// session of the engine, on any worker, draws from it without a lock. It is for sampling,
+// not for anything an attacker must not predict.
+func (e *Engine) random() uint64 {
+	z := e.rng.Add(0x9e3779b97f4a7c15)
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
 }
 
 // now is the monotonic time since the engine started, in nanoseconds.

@@ -186,7 +186,7 @@ func (u *upstream) readyPingPong(c UpstreamConn) {
 		return pl.serve(u)
 	}()
 	for _, p := range failed {
-		p.s.failed(p, codecs.ReasonInternal, "request header mutation failed")
+		p.failed(codecs.ReasonInternal, "request header mutation failed")
 	}
 }
 
@@ -228,10 +228,10 @@ func (u *upstream) responsePingPong(f codecs.Frame) {
 	if p == nil {
 		pl.e.stats.dropped.Add(1)
 	} else {
-		p.s.deliver(p, f)
+		p.deliver(f)
 	}
 	for _, p := range failed {
-		p.s.failed(p, codecs.ReasonInternal, "request header mutation failed")
+		p.failed(codecs.ReasonInternal, "request header mutation failed")
 	}
 }
 
@@ -263,7 +263,7 @@ func (u *upstream) closedPingPong(closeConn bool) {
 		u.failConnect("closed while connecting")
 	}
 	if p != nil {
-		p.s.failed(p, codecs.ReasonUnavailable, "upstream "+pl.ep.addr+" closed")
+		p.failed(codecs.ReasonUnavailable, "upstream "+pl.ep.addr+" closed")
 	}
 }
 

@@ -21,15 +21,19 @@ const (
 
 // pending is one forwarded request. Ownership moves: a pool holds it (in its id map) until
 // a response, a timeout, a connection failure or a cancellation removes it, and whoever
-// removed it then answers the client through the session. After a response the session
+// removed it then answers the client through the pending's methods (deliver, failed,
+// retry), which go to the session, or only count for a mirror. After a response the session
 // reuses the record for its next request (see Session.deliver).
 type pending struct {
-	// Set when the request is routed, read-only afterwards.
+	// Set when the request is routed, read-only afterwards. A mirror (mirror.go) is a copy
+	// of a request that nobody answers: its s is nil, and its fields guarded by the session
+	// lock below are used only by whoever holds it, the pool lock passing it on.
 	s      *Session
 	origID uint64
 	route  *route
 	cl     *cluster
 	oneway bool
+	mirror bool
 	// deadline is the engine time (ns) of the route timeout, 0 for none.
 	deadline int64
 
@@ -333,7 +337,7 @@ func (pl *pool) onTimer() {
 		}
 	}()
 	for _, p := range expired {
-		p.s.failed(p, codecs.ReasonTimeout, fmt.Sprintf("no response within %v", p.route.timeout))
+		p.failed(codecs.ReasonTimeout, fmt.Sprintf("no response within %v", p.route.timeout))
 	}
 }
 
@@ -346,7 +350,7 @@ func (pl *pool) close() {
 		held = pl.closeLocked()
 	}()
 	for _, p := range held {
-		p.s.failed(p, codecs.ReasonUnavailable, "upstream pool closed")
+		p.failed(codecs.ReasonUnavailable, "upstream pool closed")
 	}
 }
 
@@ -494,7 +498,7 @@ func (u *upstream) failConnect(why string) {
 	}
 	pl.e.log.Info("meltemi engine: upstream connection failed", "addr", pl.ep.addr, "why", why, "requests", len(retry))
 	for _, p := range retry {
-		p.s.retry(p, pl.ep)
+		p.retry(pl.ep)
 	}
 }
 
@@ -550,7 +554,7 @@ func (u *upstream) handle(f codecs.Frame) {
 			pl.e.stats.dropped.Add(1)
 			return
 		}
-		p.s.deliver(p, f)
+		p.deliver(f)
 	case codecs.KindHeartbeatRequest:
 		// Servers probe idle clients (Dubbo providers do): answer for the connection.
 		pl.mu.Lock()
@@ -617,7 +621,7 @@ func (u *upstream) closed(closeConn bool) {
 		u.dropQueued()
 	}()
 	for _, p := range lost {
-		p.s.failed(p, codecs.ReasonUnavailable, "upstream "+pl.ep.addr+" closed")
+		p.failed(codecs.ReasonUnavailable, "upstream "+pl.ep.addr+" closed")
 	}
 }
 

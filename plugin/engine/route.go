@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"regexp"
 	"sort"
@@ -22,6 +23,20 @@ type route struct {
 	reqMut   HeaderMutation
 	respMut  HeaderMutation
 	oneway   map[string]struct{}
+	mirrors  []mirror // those with a share above 0
+}
+
+// mirror is a compiled Mirror: a copy of a request goes to cl when a random uint64 is below
+// threshold, or always when all is set (100 %).
+type mirror struct {
+	cl        *cluster
+	all       bool
+	threshold uint64
+}
+
+// sample draws whether this request is copied. It takes no lock and allocates nothing.
+func (m *mirror) sample(e *Engine) bool {
+	return m.all || e.random() < m.threshold
 }
 
 type matcher struct {
@@ -105,6 +120,26 @@ func compileRoute(c *Route, clusters map[string]*cluster) (*route, error) {
 		if h.Name == "" {
 			return nil, errors.New("header mutation with an empty name")
 		}
+	}
+	for i, m := range c.Mirrors {
+		cl, ok := clusters[m.Cluster]
+		if !ok {
+			return nil, fmt.Errorf("mirror %d: unknown cluster %q", i, m.Cluster)
+		}
+		// NaN fails both comparisons.
+		if !(m.Percent >= 0 && m.Percent <= 100) {
+			return nil, fmt.Errorf("mirror %d (cluster %q): percent %v: want 0 to 100", i, m.Cluster, m.Percent)
+		}
+		if m.Percent == 0 {
+			continue
+		}
+		cm := mirror{cl: cl}
+		if f := math.Ldexp(m.Percent/100, 64); f >= math.Ldexp(1, 64) {
+			cm.all = true
+		} else {
+			cm.threshold = uint64(f)
+		}
+		r.mirrors = append(r.mirrors, cm)
 	}
 	if len(c.OnewayMethods) > 0 {
 		r.oneway = make(map[string]struct{}, len(c.OnewayMethods))

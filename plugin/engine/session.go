@@ -35,6 +35,10 @@ type Session struct {
 	spare      *pending     // a finished request to reuse
 	inflight   int
 	lastActive int64
+	// mconn decodes the copies of mirrored requests (mirror.go), encoded in mbuf; nil until
+	// the first.
+	mconn codecs.Conn
+	mbuf  []byte
 }
 
 // NewSession starts a session for a new downstream connection; the engine writes to down.
@@ -199,6 +203,10 @@ func (s *Session) dispatch(t *table, f codecs.Frame, now int64) {
 	}
 	if r.timeout > 0 {
 		p.deadline = now + int64(r.timeout)
+	}
+	if len(r.mirrors) > 0 {
+		// Before forward: p's frame is copied as it stands, before its pool rewrites its id.
+		s.mirror(p)
 	}
 	s.forward(p)
 }
@@ -435,6 +443,7 @@ func (s *Session) shutdown(closeDown bool) {
 	}
 	s.head, s.inflight = nil, 0
 	s.rbuf, s.out = nil, nil
+	s.mconn, s.mbuf = nil, nil
 	s.e.stats.activeSessions.Add(-1)
 	if closeDown {
 		s.down.Close()

@@ -39,6 +39,14 @@ type Stats struct {
 	UpstreamConnects        uint64
 	UpstreamConnectFailures uint64
 	UpstreamCloses          uint64
+	// Mirrored counts the copies of requests made for mirror clusters (Route.Mirrors). Each
+	// two-way copy then ends once: as one of MirrorResponses (answered; the answer is read
+	// and dropped) or of MirrorFailed (no endpoint, over limit, connect failure, timeout,
+	// upstream close, engine closed); oneway copies are counted only when they fail. Copies
+	// count in none of Requests, Responses and LocalReplies.
+	Mirrored        uint64
+	MirrorResponses uint64
+	MirrorFailed    uint64
 }
 
 type counters struct {
@@ -48,6 +56,7 @@ type counters struct {
 	decodeErrors, upstreamDecodeErrors, mutationErrors    atomic.Uint64
 	panics, dropped, cancelled, idleTimeouts              atomic.Uint64
 	connects, connectFailures, upstreamCloses             atomic.Uint64
+	mirrored, mirrorResponses, mirrorFailed               atomic.Uint64
 }
 
 func (c *counters) localReply(r codecs.Reason) {
@@ -68,6 +77,7 @@ func (e *Engine) Stats() Stats {
 		DroppedResponses: c.dropped.Load(), Cancelled: c.cancelled.Load(),
 		IdleTimeouts: c.idleTimeouts.Load(), UpstreamConnects: c.connects.Load(),
 		UpstreamConnectFailures: c.connectFailures.Load(), UpstreamCloses: c.upstreamCloses.Load(),
+		Mirrored: c.mirrored.Load(), MirrorResponses: c.mirrorResponses.Load(), MirrorFailed: c.mirrorFailed.Load(),
 	}
 	for i := range c.localReplies {
 		if n := c.localReplies[i].Load(); n > 0 {

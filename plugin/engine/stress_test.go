@@ -23,12 +23,17 @@ func TestConcurrentTraffic(t *testing.T) {
 	t.Run("pingpong", func(t *testing.T) {
 		concurrentTraffic(t, pingPongThrift(t), Cluster{ConnectionsPerEndpoint: 3, MaxRequests: 48})
 	})
+	// Half the requests mirrored into the same cluster and connections: the copies'
+	// answers, losses and failures never reach a client, and each copy ends exactly once.
+	t.Run("mirror", func(t *testing.T) {
+		concurrentTraffic(t, thriftCodec(t), Cluster{ConnectionsPerEndpoint: 3}, Mirror{Cluster: "c", Percent: 50})
+	})
 }
 
-func concurrentTraffic(t *testing.T, c codecs.Codec, cluster Cluster) {
+func concurrentTraffic(t *testing.T, c codecs.Codec, cluster Cluster, mirrors ...Mirror) {
 	pingPong := !codecs.Multiplexes(c)
 	cluster.Endpoints = []Endpoint{{Address: "10.0.0.1:1"}, {Address: "10.0.0.2:1"}}
-	cfg := oneCluster(c, Route{Timeout: time.Second}, cluster)
+	cfg := oneCluster(c, Route{Timeout: time.Second, Mirrors: mirrors}, cluster)
 	d := &fakeDialer{}
 	e, err := New(cfg, Options{Dialer: d})
 	if err != nil {
@@ -135,6 +140,17 @@ func concurrentTraffic(t *testing.T, c codecs.Codec, cluster Cluster) {
 	servers.Wait()
 	time.Sleep(10 * time.Millisecond)
 	cc := e.testCluster("c")
+	if len(mirrors) > 0 {
+		// Copies are answered by no client: those left unanswered time out.
+		for deadline := time.Now().Add(3 * time.Second); cc.active.Load() != 0 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		st := e.Stats()
+		if st.Mirrored == 0 || st.Mirrored != st.MirrorResponses+st.MirrorFailed {
+			t.Fatalf("mirrored %d, answered %d, failed %d: want each copy ended once",
+				st.Mirrored, st.MirrorResponses, st.MirrorFailed)
+		}
+	}
 	if n := cc.active.Load(); n != 0 {
 		t.Fatalf("%d requests still counted active", n)
 	}

@@ -176,7 +176,7 @@ func (pl *pool) onDrainTimer() {
 		pl.e.log.Warn("meltemi engine: drain timeout of a removed endpoint", "addr", pl.ep.addr, "requests", len(held))
 	}
 	for _, p := range held {
-		p.s.failed(p, codecs.ReasonUnavailable, "upstream "+pl.ep.addr+" removed: drain timeout")
+		p.failed(codecs.ReasonUnavailable, "upstream "+pl.ep.addr+" removed: drain timeout")
 	}
 }
 

@@ -71,6 +71,9 @@ func route(r *apiv1alpha1.Route, defaultTimeout time.Duration) (engine.Route, er
 		out.WeightedClusters = append(out.WeightedClusters,
 			engine.WeightedCluster{Cluster: w.GetName(), Weight: w.GetWeight()})
 	}
+	for _, m := range a.GetRequestMirrorPolicies() {
+		out.Mirrors = append(out.Mirrors, engine.Mirror{Cluster: m.GetCluster(), Percent: m.EffectivePercent()})
+	}
 	for i, m := range r.GetMatch().GetAttributes() {
 		em, err := match(m)
 		if err != nil {

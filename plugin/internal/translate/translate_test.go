@@ -56,7 +56,9 @@ func TestEveryFieldMaps(t *testing.T) {
 	     "route": {"cluster": "a", "timeout": "1.5s",
 	       "request_mutation": {"set": [{"key": "k1", "value": "v1"}], "remove": ["r1"]},
 	       "response_mutation": {"set": [{"key": "k2", "value": "v2"}], "remove": ["r2", "r3"]},
-	       "oneway_methods": ["fire"]}},
+	       "oneway_methods": ["fire"],
+	       "request_mirror_policies": [{"cluster": "c"}, {"cluster": "d", "runtime_fraction_percent": 25},
+	         {"cluster": "e", "runtime_fraction_percent": 0}]}},
 	    {"name": "r2",
 	     "route": {"weighted_clusters": {"clusters": [{"name": "a", "weight": 90}, {"name": "b", "weight": 10}]}}},
 	    {"route": {"cluster": "b", "timeout": "0s"}}]},
@@ -111,6 +113,8 @@ func TestEveryFieldMaps(t *testing.T) {
 				ResponseHeaders: engine.HeaderMutation{
 					Set: []engine.Header{{Name: "k2", Value: "v2"}}, Remove: []string{"r2", "r3"}},
 				OnewayMethods: []string{"fire"},
+				// Unset percent: 100 (the API's default); 0 stays 0 (none).
+				Mirrors: []engine.Mirror{{Cluster: "c", Percent: 100}, {Cluster: "d", Percent: 25}, {Cluster: "e", Percent: 0}},
 			},
 			{
 				Name:             "r2",

@@ -63,10 +63,10 @@ func ClusterNames(rc *apiv1alpha1.RouteConfiguration) []string {
 // assignments rc does not need are ignored. The result is in ClusterNames order and is
 // deterministic.
 //
-// rc is checked with RouteConfiguration.Validate. The routes' retry_policy and
-// request_mirror_policies and the configuration's local_rate_limit and global_rate_limit
-// are validated but not enforced yet; mirror clusters must be present and valid all the
-// same, so that enforcing mirrors later changes nothing about what is accepted.
+// rc is checked with RouteConfiguration.Validate. Routes are translated as in EngineConfig,
+// request_mirror_policies included (their clusters must be present and valid, as route
+// destinations must). The routes' retry_policy and the configuration's local_rate_limit and
+// global_rate_limit are validated but not enforced yet.
 //
 // From each Envoy Cluster it reads: the discovery type, EDS (endpoints from the
 // ClusterLoadAssignment named by eds_cluster_config.service_name, or by the cluster's name

@@ -67,7 +67,8 @@ func newXDSInput(t *testing.T) *xdsInput {
 	     "route": {"cluster": "a", "timeout": "2s",
 	       "retry_policy": {"num_retries": 2, "retry_on": ["reset"]},
 	       "request_mirror_policies": [{"cluster": "m", "runtime_fraction_percent": 10}]}},
-	    {"name": "r2", "route": {"weighted_clusters": {"clusters": [{"name": "a", "weight": 1}, {"name": "b", "weight": 3}]}}}]}`)
+	    {"name": "r2", "route": {"weighted_clusters": {"clusters": [{"name": "a", "weight": 1}, {"name": "b", "weight": 3}]},
+	       "request_mirror_policies": [{"cluster": "m"}]}}]}`)
 	a := edsCluster("a", "")
 	a.LbPolicy = clusterv3.Cluster_RING_HASH
 	a.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{MinimumRingSize: wrapperspb.UInt64(2048)}}
@@ -134,9 +135,11 @@ func TestFromXDSMapsEveryField(t *testing.T) {
 	}
 	wantRoutes := []engine.Route{
 		{Name: "r1", Cluster: "a", Timeout: 2 * time.Second,
-			Match: []engine.AttributeMatch{{Name: "method", Kind: engine.MatchExact, Value: "Echo"}}},
+			Match:   []engine.AttributeMatch{{Name: "method", Kind: engine.MatchExact, Value: "Echo"}},
+			Mirrors: []engine.Mirror{{Cluster: "m", Percent: 10}}},
 		{Name: "r2", Timeout: 3 * time.Second,
-			WeightedClusters: []engine.WeightedCluster{{Cluster: "a", Weight: 1}, {Cluster: "b", Weight: 3}}},
+			WeightedClusters: []engine.WeightedCluster{{Cluster: "a", Weight: 1}, {Cluster: "b", Weight: 3}},
+			Mirrors:          []engine.Mirror{{Cluster: "m", Percent: 100}}}, // unset: 100
 	}
 	if !reflect.DeepEqual(routes, wantRoutes) {
 		t.Errorf("routes\n got %+v\nwant %+v", routes, wantRoutes)
