@@ -107,15 +107,36 @@ func (r rendered) kinds() []string {
 	return out
 }
 
-// controllerFlags builds the controller and returns the flags its --help lists.
+// controllerBin is the controller binary TestMain builds once for the tests that run it; it
+// is set before any test runs and never changed.
+var controllerBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "meltemi-deploy-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	_, file, _, _ := runtime.Caller(0)
+	controllerBin = filepath.Join(dir, "meltemi-controller")
+	build := exec.Command("go", "build", "-o", controllerBin, "./controlplane/cmd/meltemi-controller")
+	build.Dir = filepath.Join(filepath.Dir(file), "..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build the controller: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// controllerFlags returns the flags the controller's --help lists.
 func controllerFlags(t *testing.T) map[string]bool {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "meltemi-controller")
-	build := exec.Command("go", "build", "-o", bin, "./controlplane/cmd/meltemi-controller")
-	build.Dir = repoRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the controller: %v\n%s", err, out)
-	}
+	bin := controllerBin
 	var help bytes.Buffer
 	cmd := exec.Command(bin, "--help")
 	cmd.Stdout, cmd.Stderr = &help, &help

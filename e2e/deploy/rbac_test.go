@@ -200,14 +200,8 @@ func TestRBACIsEnough(t *testing.T) {
 		"--xds-address=127.0.0.1:0", "--metrics-address=127.0.0.1:0", "--log-level=debug", "--log-format=text",
 		"--debounce=10ms", "--istio-debounce=100ms")
 
-	bin := filepath.Join(t.TempDir(), "meltemi-controller")
-	build := exec.Command("go", "build", "-o", bin, "./controlplane/cmd/meltemi-controller")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the controller: %v\n%s", err, out)
-	}
 	logs := &syncBuffer{}
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(controllerBin, args...)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+Namespace)
 	if err := cmd.Start(); err != nil {
