@@ -483,6 +483,28 @@ func TestIstioMode(t *testing.T) {
 	if c.metric(t, "meltemi_istio_envoyfilter_applies_total") == 0 {
 		t.Error("replica-c leads but applied nothing")
 	}
+
+	// A VIP change: the ServiceEntry's owner sets an address of their own. The filter moves
+	// to it, and the controller leaves it alone (no VIP written over it).
+	if err := e.c.Get(ctx, client.ObjectKeyFromObject(se), se); err != nil {
+		t.Fatal(err)
+	}
+	se.Spec.Addresses = []string{"240.0.0.9"}
+	if err := e.c.Update(ctx, se); err != nil {
+		t.Fatal(err)
+	}
+	waitFilters(t, ctx, e.c, 10*time.Second, "moved to the owner's address", func(fs map[string]*unstructured.Unstructured) bool {
+		return fs[seOut] != nil && slices.Equal(listenerNames(fs[seOut]), []string{"240.0.0.9_20880"})
+	})
+	if err := e.c.Get(ctx, client.ObjectKeyFromObject(se), se); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(se.Spec.Addresses, []string{"240.0.0.9"}) {
+		t.Errorf("the owner's address became %v", se.Spec.Addresses)
+	}
+	if n := c.metric(t, "meltemi_istio_vip_applies_total"); n != 0 {
+		t.Errorf("replica-c wrote %v VIPs; the ServiceEntry kept its VIP, then got its own address", n)
+	}
 }
 
 // toHost is a MetaRouter route sending everything to host.
