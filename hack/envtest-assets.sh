@@ -30,14 +30,19 @@ staging_version="v0.$k8s_minor" # k8s 1.34.2 publishes its staging modules as v0
 
 log() { echo "envtest-assets: $*" >&2; }
 
-# The cache is valid only if each binary runs and reports the wanted version.
+# The cache is valid only if each binary runs and reports the wanted version. The output is
+# captured before grep reads it: with pipefail, `etcd --version | grep -q` fails whenever grep
+# exits at the first line while etcd still writes the next ones (SIGPIPE).
+reports() {
+	local out
+	out=$("$1" --version 2>/dev/null) || return 1
+	grep -qx "$2" <<<"$out"
+}
 apiserver_ok() {
-	[ -x "$assets/kube-apiserver" ] &&
-		"$assets/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes v$K8S_VERSION"
+	[ -x "$assets/kube-apiserver" ] && reports "$assets/kube-apiserver" "Kubernetes v$K8S_VERSION"
 }
 etcd_ok() {
-	[ -x "$assets/etcd" ] &&
-		"$assets/etcd" --version 2>/dev/null | grep -qx "etcd Version: $ETCD_VERSION"
+	[ -x "$assets/etcd" ] && reports "$assets/etcd" "etcd Version: $ETCD_VERSION"
 }
 
 mkdir -p "$assets"
