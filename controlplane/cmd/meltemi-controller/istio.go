@@ -80,6 +80,11 @@ func newIstioWriter(cfg *rest.Config, f istioFlags, log *slog.Logger, reg promet
 	if err != nil {
 		return nil, err
 	}
+	if opts.Inbound && !opts.InboundWritten() {
+		// The inbound plugin reaches the local workload through the same plainText
+		// cluster: with a TLS socket there it would speak TLS to a plaintext app.
+		log.Warn("--inbound is on but --plaintext-transport-socket is set: no inbound EnvoyFilters are written (server-side policy off)")
+	}
 	var vips netip.Prefix
 	if f.vipRange != "" {
 		if vips, err = netip.ParsePrefix(f.vipRange); err != nil {
