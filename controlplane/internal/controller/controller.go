@@ -293,11 +293,7 @@ func (c *Controller) Statuses() []ObjectStatus {
 	for _, o := range objects {
 		out = append(out, o.st)
 	}
-	slices.SortFunc(out, func(a, b ObjectStatus) int {
-		return cmp.Or(cmp.Compare(a.Ref.Group, b.Ref.Group), cmp.Compare(a.Ref.Kind, b.Ref.Kind),
-			cmp.Compare(a.Ref.Namespace, b.Ref.Namespace), cmp.Compare(a.Ref.Name, b.Ref.Name),
-			cmp.Compare(a.Ref.File, b.Ref.File), cmp.Compare(a.Ref.Generation, b.Ref.Generation))
-	})
+	slices.SortFunc(out, func(a, b ObjectStatus) int { return model.CompareRefs(a.Ref, b.Ref) })
 	return out
 }
 

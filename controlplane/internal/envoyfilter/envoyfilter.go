@@ -701,7 +701,7 @@ func (g *generator) add(namespace, name, owner string, selector map[string]strin
 func (g *generator) result() *Result {
 	// Problems are sorted so that the result does not depend on the order of services.
 	slices.SortFunc(g.problems, func(a, b model.Problem) int {
-		return cmp.Or(compareRefs(a.Object, b.Object), cmp.Compare(a.Reason, b.Reason), cmp.Compare(a.Message, b.Message))
+		return cmp.Or(model.CompareRefs(a.Object, b.Object), cmp.Compare(a.Reason, b.Reason), cmp.Compare(a.Message, b.Message))
 	})
 	res := &Result{Origins: make(map[string][]model.ObjectRef, len(g.filters)), Problems: slices.Compact(g.problems)}
 	keys := make([]string, 0, len(g.filters))
@@ -715,22 +715,12 @@ func (g *generator) result() *Result {
 		for ref := range g.origins[key] {
 			refs = append(refs, ref)
 		}
-		slices.SortFunc(refs, compareRefs)
+		slices.SortFunc(refs, model.CompareRefs)
 		res.Origins[key] = refs
 	}
 	return res
 }
 
-func compareRefs(a, b model.ObjectRef) int {
-	return cmp.Or(
-		cmp.Compare(a.Group, b.Group),
-		cmp.Compare(a.Kind, b.Kind),
-		cmp.Compare(a.Namespace, b.Namespace),
-		cmp.Compare(a.Name, b.Name),
-		cmp.Compare(a.Generation, b.Generation),
-		cmp.Compare(a.File, b.File),
-	)
-}
 
 // ownerOf is the owner label value of an object: "<Kind>.<namespace>.<name>".
 func ownerOf(ref model.ObjectRef) string {

@@ -85,7 +85,7 @@ func Build(in *Inputs) *Model {
 	slices.SortFunc(m.Services, func(a, b *Service) int { return strings.Compare(a.Hostname, b.Hostname) })
 	m.Problems = sortProblems(b.problems)
 	m.ApplicationProtocols = b.appProtocols
-	slices.SortFunc(m.ApplicationProtocols, compareRefs)
+	slices.SortFunc(m.ApplicationProtocols, CompareRefs)
 	return m
 }
 
@@ -165,21 +165,13 @@ func byName(a, b *metav1.ObjectMeta) int {
 	return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 }
 
-func compareRefs(a, b ObjectRef) int {
-	return cmp.Or(
-		strings.Compare(a.Group, b.Group),
-		strings.Compare(a.Kind, b.Kind),
-		strings.Compare(a.Namespace, b.Namespace),
-		strings.Compare(a.Name, b.Name),
-	)
-}
 
 // sortProblems sorts problems by object, condition, reason and message and drops
 // duplicates (the same section of a policy may be converted for several ports).
 func sortProblems(ps []Problem) []Problem {
 	slices.SortFunc(ps, func(a, b Problem) int {
 		return cmp.Or(
-			compareRefs(a.Object, b.Object),
+			CompareRefs(a.Object, b.Object),
 			strings.Compare(a.Condition, b.Condition),
 			strings.Compare(a.Reason, b.Reason),
 			strings.Compare(a.Message, b.Message),

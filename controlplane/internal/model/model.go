@@ -7,6 +7,7 @@
 package model
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 	"time"
@@ -223,6 +224,19 @@ func (r ObjectRef) String() string {
 		s += " (" + r.File + ")"
 	}
 	return s
+}
+
+// CompareRefs orders object references by group, kind, namespace, name, generation and
+// file: the one order in which everything the controller reports is sorted.
+func CompareRefs(a, b ObjectRef) int {
+	return cmp.Or(
+		cmp.Compare(a.Group, b.Group),
+		cmp.Compare(a.Kind, b.Kind),
+		cmp.Compare(a.Namespace, b.Namespace),
+		cmp.Compare(a.Name, b.Name),
+		cmp.Compare(a.Generation, b.Generation),
+		cmp.Compare(a.File, b.File),
+	)
 }
 
 // Problem is something wrong with one object that Build or the translator found.

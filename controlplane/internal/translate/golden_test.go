@@ -191,7 +191,7 @@ func checkConsistent(t testing.TB, res *Resources) {
 		}
 	}
 	for key, refs := range res.Origins {
-		if !slices.IsSortedFunc(refs, compareRefs) || len(slices.Compact(slices.Clone(refs))) != len(refs) {
+		if !slices.IsSortedFunc(refs, model.CompareRefs) || len(slices.Compact(slices.Clone(refs))) != len(refs) {
 			t.Errorf("origins of %s not sorted or not unique: %v", key, refs)
 		}
 	}

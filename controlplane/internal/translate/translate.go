@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -446,17 +445,7 @@ func mutation(kvs []v1alpha1.KeyValue) *apiv1alpha1.HeaderMutation {
 
 // sortedOrigins sorts refs and drops duplicates.
 func sortedOrigins(refs []model.ObjectRef) []model.ObjectRef {
-	slices.SortFunc(refs, compareRefs)
+	slices.SortFunc(refs, model.CompareRefs)
 	return slices.Compact(refs)
 }
 
-func compareRefs(a, b model.ObjectRef) int {
-	return cmp.Or(
-		cmp.Compare(a.Group, b.Group),
-		cmp.Compare(a.Kind, b.Kind),
-		cmp.Compare(a.Namespace, b.Namespace),
-		cmp.Compare(a.Name, b.Name),
-		cmp.Compare(a.Generation, b.Generation),
-		cmp.Compare(a.File, b.File),
-	)
-}
