@@ -721,7 +721,6 @@ func (g *generator) result() *Result {
 	return res
 }
 
-
 // ownerOf is the owner label value of an object: "<Kind>.<namespace>.<name>".
 func ownerOf(ref model.ObjectRef) string {
 	return labelValue(ref.Kind + "." + ref.Namespace + "." + ref.Name)

@@ -165,7 +165,6 @@ func byName(a, b *metav1.ObjectMeta) int {
 	return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 }
 
-
 // sortProblems sorts problems by object, condition, reason and message and drops
 // duplicates (the same section of a policy may be converted for several ports).
 func sortProblems(ps []Problem) []Problem {

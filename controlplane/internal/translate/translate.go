@@ -448,4 +448,3 @@ func sortedOrigins(refs []model.ObjectRef) []model.ObjectRef {
 	slices.SortFunc(refs, model.CompareRefs)
 	return slices.Compact(refs)
 }
-
