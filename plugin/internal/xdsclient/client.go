@@ -179,12 +179,18 @@ type typeState struct {
 	nackDetail  error
 }
 
+// maxResponseSize bounds one xDS response.
+const maxResponseSize = 256 << 20
+
 // New starts the client of the xDS server at addr ("host:port"). The connection is made in
 // the background; New fails only on an unusable address.
 func New(addr string, opts Options) (*Client, error) {
 	opts.defaults()
 	dopts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Large endpoint sets make large responses; gRPC's default 4 MiB would break the
+		// stream on every push of them (Envoy's own client sets no limit).
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxResponseSize)),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{BaseDelay: opts.BackoffMin, Multiplier: 1.6, Jitter: 0.2,
 				MaxDelay: opts.BackoffMax},
@@ -400,7 +406,9 @@ func (c *Client) runStream() error {
 // nextDeadline returns the time until the first missing-resource timeout.
 func (c *Client) nextDeadline() time.Duration {
 	next := time.Hour
-	if c.resyncing() {
+	// Not c.resyncing(), which clears an expired window: the deliveries it held must still
+	// be made, by expire, when the timer fires.
+	if !c.resyncUntil.IsZero() {
 		next = time.Until(c.resyncUntil)
 	}
 	for _, ts := range c.types {
@@ -541,6 +549,13 @@ func decode(t int, r *discoveryv3.DiscoveryResponse) (map[string]proto.Message, 
 				return nil, fmt.Errorf("resources[%d]: %w", i, err)
 			}
 			name = rc.GetName()
+			// Checked on its own here, so that a bad route configuration is NACKed in its
+			// own response: were it ACKed while its snapshot is incomplete (clusters not
+			// there yet, or a resync after a reconnect), it would stay and every later
+			// cluster or endpoint update for it would be NACKed in its place.
+			if err := rc.Validate(nil); err != nil {
+				return nil, fmt.Errorf("resources[%d]: route configuration %q: %w", i, name, err)
+			}
 		case tClusters:
 			cl := &clusterv3.Cluster{}
 			m = cl

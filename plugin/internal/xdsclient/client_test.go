@@ -19,6 +19,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/proto"
 
 	apiv1alpha1 "github.com/meltemi-mesh/meltemi/plugin/api/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/plugin/internal/xdsclient/xdstest"
@@ -590,5 +591,39 @@ func TestCallersNeverBlock(t *testing.T) {
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("100 watch/cancel took %v while a watcher blocks", d)
+	}
+}
+
+// An invalid route configuration that names a cluster the client does not have yet is NACKed
+// in its own RDS response (its snapshot is incomplete, so no watcher sees it), and is not
+// kept: the last good routes stay, and once the server fixes the route, it is delivered.
+func TestInvalidRoutesNACKedBeforeTheirClusters(t *testing.T) {
+	s := startServer(t, "127.0.0.1:0")
+	serveAB(t, s)
+	c := newClient(t, s.Addr)
+	rec := newRecorder()
+	defer c.WatchRoutes("r", rec.f)()
+	first := rec.next(t)
+
+	bad := routeTo("r", "not-yet")
+	bad.Routes[0].Match = &apiv1alpha1.RouteMatch{Attributes: []*apiv1alpha1.AttributeMatcher{{
+		Name: "method", MatchSpecifier: &apiv1alpha1.AttributeMatcher_Regex{Regex: "("}}}}
+	xdstest.Set(t, s.Routes, "r", bad)
+	waitFor(t, "an RDS NACK naming the regex", func() bool {
+		rs := s.Requests(apiv1alpha1.RouteConfigurationTypeURL)
+		return strings.Contains(rs[len(rs)-1].GetErrorDetail().GetMessage(), "regex")
+	})
+	if cs := s.Requests(apiv1alpha1.ClusterTypeURL); slices.Contains(cs[len(cs)-1].GetResourceNames(), "not-yet") {
+		t.Errorf("subscribed to the cluster of a rejected route configuration: %v", cs[len(cs)-1].GetResourceNames())
+	}
+	rec.none(t, 200*time.Millisecond)
+
+	// The fixed route configuration, with its cluster, is delivered.
+	xdstest.Set(t, s.Clusters, "not-yet", edsCluster("not-yet"))
+	xdstest.Set(t, s.Endpoints, "not-yet", cla("not-yet", 9))
+	xdstest.Set(t, s.Routes, "r", routeTo("r", "not-yet"))
+	got := rec.next(t)
+	if got.Routes.GetRoutes()[0].GetRoute().GetCluster() != "not-yet" || proto.Equal(got.Routes, first.Routes) {
+		t.Fatalf("after the fix: %v", got.Routes)
 	}
 }
