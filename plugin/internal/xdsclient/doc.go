@@ -27,13 +27,14 @@
 // work. A missing route configuration delivers nothing: the watcher keeps what it has.
 //
 // Every response is ACKed with its version and nonce, or NACKed (error_detail, the last
-// accepted version) when a resource does not unmarshal or a watcher's callback rejects the
-// snapshot the response completes. A NACKed response is undone: later snapshots are built
-// from the resources accepted before it, and a resource it brought for the first time is
-// taken as missing (the server will not send it again until it changes). The NACK goes to
-// the response that completed the snapshot, which is not always the one holding the fault
-// (a route configuration whose clusters arrive later gets its clusters' response NACKed);
-// the error message names the resource at fault. When the stream breaks the client
+// accepted version) when a resource does not unmarshal, a route configuration fails its
+// own validation (checked on arrival, so it is never ACKed while its clusters are still
+// coming), or a watcher's callback rejects the snapshot the response completes. A NACKed
+// response is undone: later snapshots are built from the resources accepted before it, and
+// a resource it brought for the first time is taken as missing (the server will not send it
+// again until it changes). A snapshot rejected for how its parts fit together (a cluster
+// setting the engine refuses) NACKs the response that completed it, which is not always the
+// one holding the fault; the error message names the resource at fault. When the stream breaks the client
 // reconnects with jittered exponential backoff (250 ms to 30 s, reset once a stream lived
 // 30 s) and re-subscribes with the last accepted versions; meanwhile nothing is cleared and
 // watchers keep their last snapshot.
