@@ -248,14 +248,14 @@ func (t *translator) checkPolicy(tp *model.TrafficPolicy, dr model.ObjectRef, ho
 	}
 	// The plugin's limits (plugin/engine/lb, plugin/internal/translate): beyond them it
 	// rejects the cluster, and with it every update until the cluster changes.
-	if tp.RingMinSize > maxRingSize {
+	if tp.RingMinSize > apiv1alpha1.MaxRingSize {
 		t.problem(dr, v1alpha1.ConditionAccepted, ReasonInvalid,
-			"%s: minimum ring size %d is more than %d: using the default", where, tp.RingMinSize, maxRingSize)
+			"%s: minimum ring size %d is more than %d: using the default", where, tp.RingMinSize, apiv1alpha1.MaxRingSize)
 		out.RingMinSize = 0
 	}
-	if v := tp.MaglevTableSize; v != 0 && (v > maxMaglevTableSize || !isPrime(v)) {
+	if v := tp.MaglevTableSize; v != 0 && !apiv1alpha1.ValidMaglevTableSize(v) {
 		t.problem(dr, v1alpha1.ConditionAccepted, ReasonInvalid,
-			"%s: Maglev table size %d is not a prime up to %d: using the default", where, v, maxMaglevTableSize)
+			"%s: Maglev table size %d is not a prime up to %d: using the default", where, v, apiv1alpha1.MaxMaglevTableSize)
 		out.MaglevTableSize = 0
 	}
 	if tp.ConnectTimeout < 0 {
@@ -264,24 +264,6 @@ func (t *translator) checkPolicy(tp *model.TrafficPolicy, dr model.ObjectRef, ho
 		out.ConnectTimeout = 0
 	}
 	return &out
-}
-
-// Limits of the plugin's hashing load balancers.
-const (
-	maxRingSize        = 1 << 23
-	maxMaglevTableSize = 5000011
-)
-
-func isPrime(n uint64) bool {
-	if n < 2 {
-		return false
-	}
-	for d := uint64(2); d*d <= n; d++ {
-		if n%d == 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // cluster builds an EDS cluster; only what the policy sets is set, the rest is the

@@ -76,3 +76,25 @@ func ParseResourceName(name string) (dir Direction, port uint32, subset, host st
 	}
 	return Direction(parts[0]), uint32(p), parts[2], parts[3], nil
 }
+
+// Limits of the hashing load balancers the plugin accepts in a Cluster: a larger ring or a
+// table size that is not a prime up to MaxMaglevTableSize (Envoy's limit) gets the cluster
+// rejected, and with it the update that carries it.
+const (
+	MaxRingSize        = 1 << 23
+	MaxMaglevTableSize = 5000011
+)
+
+// ValidMaglevTableSize reports whether n may be a Maglev table size: a prime no larger
+// than MaxMaglevTableSize.
+func ValidMaglevTableSize(n uint64) bool {
+	if n < 2 || n > MaxMaglevTableSize {
+		return false
+	}
+	for d := uint64(2); d*d <= n; d++ {
+		if n%d == 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -31,3 +31,12 @@ func TestParseResourceNameErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestValidMaglevTableSize(t *testing.T) {
+	for n, want := range map[uint64]bool{0: false, 1: false, 2: true, 4: false, 65537: true, 65536: false,
+		MaxMaglevTableSize: true, MaxMaglevTableSize + 2: false} {
+		if got := ValidMaglevTableSize(n); got != want {
+			t.Errorf("ValidMaglevTableSize(%d) = %v, want %v", n, got, want)
+		}
+	}
+}

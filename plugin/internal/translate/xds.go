@@ -28,8 +28,6 @@ var ErrMissing = errors.New("not received")
 const (
 	maxConnectionsPerEndpoint = 1024
 	maxConnectAttempts        = 64
-	// maxMaglevTableSize is Envoy's limit on maglev_lb_config.table_size.
-	maxMaglevTableSize = 5000011
 )
 
 // ClusterNames returns the names of the clusters rc refers to, sorted and without
@@ -211,8 +209,8 @@ func lbPolicy(c *clusterv3.Cluster, out *engine.Cluster) error {
 			return fmt.Errorf("ring_hash_lb_config: set with lb_policy %v", c.GetLbPolicy())
 		}
 		if m := cfg.RingHashLbConfig.GetMinimumRingSize(); m != nil {
-			if m.GetValue() == 0 || m.GetValue() > lb.MaxRingSize {
-				return fmt.Errorf("ring_hash_lb_config.minimum_ring_size: %d out of range 1..%d", m.GetValue(), lb.MaxRingSize)
+			if m.GetValue() == 0 || m.GetValue() > apiv1alpha1.MaxRingSize {
+				return fmt.Errorf("ring_hash_lb_config.minimum_ring_size: %d out of range 1..%d", m.GetValue(), apiv1alpha1.MaxRingSize)
 			}
 			out.RingSize = int(m.GetValue())
 		}
@@ -221,8 +219,8 @@ func lbPolicy(c *clusterv3.Cluster, out *engine.Cluster) error {
 			return fmt.Errorf("maglev_lb_config: set with lb_policy %v", c.GetLbPolicy())
 		}
 		if s := cfg.MaglevLbConfig.GetTableSize(); s != nil {
-			if v := s.GetValue(); v == 0 || v > maxMaglevTableSize || !isPrime(v) {
-				return fmt.Errorf("maglev_lb_config.table_size: %d: want a prime up to %d", v, maxMaglevTableSize)
+			if v := s.GetValue(); !apiv1alpha1.ValidMaglevTableSize(v) {
+				return fmt.Errorf("maglev_lb_config.table_size: %d: want a prime up to %d", v, apiv1alpha1.MaxMaglevTableSize)
 			}
 			out.MaglevTableSize = int(s.GetValue())
 		}
@@ -400,14 +398,3 @@ func endpointLabels(lbe *endpointv3.LbEndpoint) (map[string]string, error) {
 	return out, nil
 }
 
-func isPrime(n uint64) bool {
-	if n < 2 {
-		return false
-	}
-	for d := uint64(2); d*d <= n; d++ {
-		if n%d == 0 {
-			return false
-		}
-	}
-	return true
-}

@@ -384,3 +384,11 @@ func dubboCodec(t *testing.T) codecs.Codec {
 	}
 	return c
 }
+
+// The API states the ring size limit the controller checks; the engine's balancer enforces
+// its own. They must agree, or the controller would send rings the engine refuses.
+func TestAPIRingLimitIsTheEngines(t *testing.T) {
+	if apiv1alpha1.MaxRingSize != lb.MaxRingSize {
+		t.Fatalf("apiv1alpha1.MaxRingSize %d, lb.MaxRingSize %d", apiv1alpha1.MaxRingSize, lb.MaxRingSize)
+	}
+}
