@@ -397,4 +397,3 @@ func endpointLabels(lbe *endpointv3.LbEndpoint) (map[string]string, error) {
 	}
 	return out, nil
 }
-
