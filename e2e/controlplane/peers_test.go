@@ -91,49 +91,19 @@ var thriftModes = []demo.ThriftMode{{Transport: "framed", Protocol: "binary"},
 	{Transport: "header", Protocol: "binary"}}
 
 // thriftCaller is an apache/thrift client on one connection, kept for every call.
-type thriftCaller struct {
-	trans thrift.TTransport
-	cli   *echo.EchoClient
-}
+type thriftCaller struct{ c *demo.ThriftClient }
 
 func dialThrift(addr string, worker int) (caller, error) {
-	mode := thriftModes[worker%len(thriftModes)]
-	conf := &thrift.TConfiguration{ConnectTimeout: callTimeout, SocketTimeout: callTimeout}
-	sock := thrift.NewTSocketConf(addr, conf)
-	var trans thrift.TTransport
-	var prot thrift.TProtocol
-	switch mode.Transport {
-	case "framed":
-		trans = thrift.NewTFramedTransportConf(sock, conf)
-	case "buffered":
-		trans = thrift.NewTBufferedTransport(sock, 4096)
-	case "header":
-		if mode.Protocol == "compact" {
-			conf.THeaderProtocolID = thrift.THeaderProtocolIDPtrMust(thrift.THeaderProtocolCompact)
-		}
-		trans = thrift.NewTHeaderTransportConf(sock, conf)
-		prot = thrift.NewTHeaderProtocolConf(trans, conf)
+	c, err := demo.DialThrift(addr, thriftModes[worker%len(thriftModes)])
+	if err != nil {
+		return nil, err
 	}
-	if prot == nil {
-		if mode.Protocol == "compact" {
-			prot = thrift.NewTCompactProtocolConf(trans, conf)
-		} else {
-			prot = thrift.NewTBinaryProtocolConf(trans, conf)
-		}
-	}
-	if err := trans.Open(); err != nil {
-		return nil, fmt.Errorf("thrift %s: connecting to %s: %w", mode, addr, err)
-	}
-	return &thriftCaller{trans: trans, cli: echo.NewEchoClient(thrift.NewTStandardClient(prot, prot))}, nil
+	return thriftCaller{c}, nil
 }
 
-func (c *thriftCaller) echo(msg string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	return c.cli.Echo(ctx, msg)
-}
+func (c thriftCaller) echo(msg string) (string, error) { return c.c.Echo(nil, msg) }
 
-func (c *thriftCaller) close() { _ = c.trans.Close() }
+func (c thriftCaller) close() { _ = c.c.Close() }
 
 // startDubboProvider runs the demo's dubbo-go provider of demo.DubboInterface (no service
 // version) as a subprocess, and waits until it answers a call.

@@ -57,6 +57,27 @@ func (m ThriftMode) String() string { return m.Transport + "/" + m.Protocol }
 // ThriftEcho calls echo(msg) on addr in mode, with THeader headers when headers is not empty
 // (mode must then be THeader), on a connection of its own.
 func ThriftEcho(addr string, mode ThriftMode, headers map[string]string, msg string) (string, error) {
+	if len(headers) > 0 && mode.Transport != "header" {
+		return "", fmt.Errorf("%s cannot carry headers", mode)
+	}
+	c, err := DialThrift(addr, mode)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return c.Echo(headers, msg)
+}
+
+// ThriftClient is an apache/thrift Echo client on one connection, in one mode, for as many
+// calls as its user makes.
+type ThriftClient struct {
+	mode  ThriftMode
+	trans thrift.TTransport
+	cli   *echo.EchoClient
+}
+
+// DialThrift connects to addr with a client that speaks mode.
+func DialThrift(addr string, mode ThriftMode) (*ThriftClient, error) {
 	conf := &thrift.TConfiguration{ConnectTimeout: callTimeout, SocketTimeout: callTimeout}
 	sock := thrift.NewTSocketConf(addr, conf)
 	var trans thrift.TTransport
@@ -73,10 +94,7 @@ func ThriftEcho(addr string, mode ThriftMode, headers map[string]string, msg str
 		trans = thrift.NewTHeaderTransportConf(sock, conf)
 		prot = thrift.NewTHeaderProtocolConf(trans, conf)
 	default:
-		return "", fmt.Errorf("unknown Thrift transport %q", mode.Transport)
-	}
-	if len(headers) > 0 && mode.Transport != "header" {
-		return "", fmt.Errorf("%s cannot carry headers", mode)
+		return nil, fmt.Errorf("unknown Thrift transport %q", mode.Transport)
 	}
 	if prot == nil {
 		switch mode.Protocol {
@@ -85,14 +103,17 @@ func ThriftEcho(addr string, mode ThriftMode, headers map[string]string, msg str
 		case "compact":
 			prot = thrift.NewTCompactProtocolConf(trans, conf)
 		default:
-			return "", fmt.Errorf("unknown Thrift protocol %q", mode.Protocol)
+			return nil, fmt.Errorf("unknown Thrift protocol %q", mode.Protocol)
 		}
 	}
 	if err := trans.Open(); err != nil {
-		return "", fmt.Errorf("connecting to %s: %w", addr, err)
+		return nil, fmt.Errorf("thrift %s: connecting to %s: %w", mode, addr, err)
 	}
-	defer trans.Close()
+	return &ThriftClient{mode: mode, trans: trans, cli: echo.NewEchoClient(thrift.NewTStandardClient(prot, prot))}, nil
+}
 
+// Echo calls echo(msg), with THeader headers when headers is not empty.
+func (c *ThriftClient) Echo(headers map[string]string, msg string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	keys := make([]string, 0, len(headers))
@@ -101,9 +122,12 @@ func ThriftEcho(addr string, mode ThriftMode, headers map[string]string, msg str
 		keys = append(keys, k)
 	}
 	ctx = thrift.SetWriteHeaderList(ctx, keys)
-	reply, err := echo.NewEchoClient(thrift.NewTStandardClient(prot, prot)).Echo(ctx, msg)
+	reply, err := c.cli.Echo(ctx, msg)
 	if err != nil {
-		return "", fmt.Errorf("echo over %s: %w", mode, err)
+		return "", fmt.Errorf("echo over %s: %w", c.mode, err)
 	}
 	return reply, nil
 }
+
+// Close closes the connection.
+func (c *ThriftClient) Close() error { return c.trans.Close() }
