@@ -67,7 +67,6 @@
 package envoyfilter
 
 import (
-	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -700,10 +699,7 @@ func (g *generator) add(namespace, name, owner string, selector map[string]strin
 
 func (g *generator) result() *Result {
 	// Problems are sorted so that the result does not depend on the order of services.
-	slices.SortFunc(g.problems, func(a, b model.Problem) int {
-		return cmp.Or(model.CompareRefs(a.Object, b.Object), cmp.Compare(a.Reason, b.Reason), cmp.Compare(a.Message, b.Message))
-	})
-	res := &Result{Origins: make(map[string][]model.ObjectRef, len(g.filters)), Problems: slices.Compact(g.problems)}
+	res := &Result{Origins: make(map[string][]model.ObjectRef, len(g.filters)), Problems: model.SortProblems(g.problems)}
 	keys := make([]string, 0, len(g.filters))
 	for key := range g.filters {
 		keys = append(keys, key)

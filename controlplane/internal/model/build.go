@@ -83,7 +83,7 @@ func Build(in *Inputs) *Model {
 		m.Services = append(m.Services, s)
 	}
 	slices.SortFunc(m.Services, func(a, b *Service) int { return strings.Compare(a.Hostname, b.Hostname) })
-	m.Problems = sortProblems(b.problems)
+	m.Problems = SortProblems(b.problems)
 	m.ApplicationProtocols = b.appProtocols
 	slices.SortFunc(m.ApplicationProtocols, CompareRefs)
 	return m
@@ -165,9 +165,10 @@ func byName(a, b *metav1.ObjectMeta) int {
 	return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 }
 
-// sortProblems sorts problems by object, condition, reason and message and drops
-// duplicates (the same section of a policy may be converted for several ports).
-func sortProblems(ps []Problem) []Problem {
+// SortProblems sorts problems by object, condition, reason and message, and drops
+// duplicates (the same section of a policy may be converted for several ports): the order
+// in which the controller reports problems.
+func SortProblems(ps []Problem) []Problem {
 	slices.SortFunc(ps, func(a, b Problem) int {
 		return cmp.Or(
 			CompareRefs(a.Object, b.Object),
